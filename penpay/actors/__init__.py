@@ -1,0 +1,1 @@
+"""The domain: transactions, ledger accounts, gateways, FX and policies."""
