@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""PenPay's one entry point: ``serve``, ``migrate``, ``bench``, …
+
+Run ``python run.py --help`` for the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        module = importlib.import_module(f"penpay.bench.{args.name}")
+    except ModuleNotFoundError:
+        print(f"no benchmark named {args.name!r}", file=sys.stderr)
+        return 2
+    result = module.run()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>28}: {value}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from penpay.server import main as serve_main
+
+    return serve_main()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start PenPay (embedded databases and sandboxes)")
+    serve.set_defaults(func=_cmd_serve)
+
+    bench = commands.add_parser("bench", help="run a benchmark and print its figures")
+    bench.add_argument("name", help="engine, journal, ledger, deriv, e2e")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
