@@ -21,7 +21,6 @@ import tracemalloc
 from typing import Any
 
 import trio
-import trio.testing
 
 from penpay.engine import Actor, ActorSystem, EngineConfig, open_actor_system
 
@@ -97,20 +96,47 @@ async def _tells(n: int, actors: int = 1000, senders: int = 10) -> float:
         return n / (time.perf_counter() - started)
 
 
-async def _until_idle(system: ActorSystem) -> None:
-    while True:
-        await trio.testing.wait_all_tasks_blocked()
-        if system.is_idle():
-            return
+class _Countdown:
+    """Sets ``done`` when ``remaining`` first messages have been handled."""
+
+    def __init__(self, remaining: int) -> None:
+        self.remaining = remaining
+        self.done = trio.Event()
+
+    def tick(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done.set()
+
+
+class _Counted(Actor):
+    kind = "bench-counted"
+    countdown: _Countdown
+
+    async def receive(self, message: Any) -> Any:
+        self.countdown.tick()
+        return None
+
+
+async def _activate_many(system: ActorSystem, n: int) -> None:
+    countdown = _Countdown(n)
+    system.register(_Counted, lambda: _with_countdown(countdown))
+    for i in range(n):
+        system.ref(_Counted, str(i)).tell_nowait(i)
+    await countdown.done.wait()
+
+
+def _with_countdown(countdown: _Countdown) -> _Counted:
+    actor = _Counted()
+    actor.countdown = countdown
+    return actor
 
 
 async def _activations(n: int) -> float:
     config = EngineConfig(passivate_after_s=None)
     async with open_actor_system(config=config) as system:
         started = time.perf_counter()
-        for i in range(n):
-            system.ref(_Echo, str(i)).tell_nowait(i)
-        await _until_idle(system)
+        await _activate_many(system, n)
         return (time.perf_counter() - started) / n * 1e6
 
 
@@ -121,9 +147,7 @@ async def _idle_bytes(n: int) -> float:
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
-        for i in range(n):
-            system.ref(_Echo, str(i)).tell_nowait(i)
-        await _until_idle(system)
+        await _activate_many(system, n)
         gc.collect()
         after = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()

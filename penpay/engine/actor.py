@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from penpay.engine.errors import Rejection
+
 if TYPE_CHECKING:
     from penpay.engine.clock import Clock, Entropy
     from penpay.engine.ref import ActorRef
@@ -28,6 +30,9 @@ class Actor:
 
     #: The kind's name in addresses, logs and the admin API.
     kind: ClassVar[str] = ""
+    #: Above 1, queued messages are handed to :meth:`receive_batch` up to this
+    #: many at a time, so one journal append can cover a whole run of them.
+    batch_messages_max: ClassVar[int] = 1
 
     key: str
     ref: ActorRef
@@ -52,6 +57,23 @@ class Actor:
     async def receive(self, message: Any) -> Any:
         """Handle one message; the return value answers an ``ask``."""
         raise NotImplementedError(f"{type(self).__name__}.receive")
+
+    async def receive_batch(self, messages: list[Any]) -> list[Any]:
+        """Handle several queued messages at once; returns one reply per message.
+
+        Only called when ``batch_messages_max > 1``. A reply that is a
+        :class:`~penpay.engine.Rejection` *instance* is delivered to its asker
+        as that exception. Raising crashes the actor: every message of the
+        batch is answered with ``ActorCrashed``. The default handles the
+        messages one by one through :meth:`receive`.
+        """
+        replies: list[Any] = []
+        for message in messages:
+            try:
+                replies.append(await self.receive(message))
+            except Rejection as rejection:
+                replies.append(rejection)
+        return replies
 
     async def on_passivate(self) -> None:
         """Called when the actor goes idle or the system shuts down, before :meth:`on_stop`."""

@@ -62,6 +62,7 @@ class ActorProps(msgspec.Struct, frozen=True, kw_only=True):
 
     factory: Callable[[], Actor]
     mailbox_capacity: int
+    batch_messages_max: int
     passivate_after_s: float | None
     supervision: SupervisionPolicy
 
@@ -185,6 +186,17 @@ class _Activation:
         return self.recv.statistics().current_buffer_used
 
 
+def _failure_reply(act: _Activation, what: str, exc: Exception) -> EngineError:
+    """What the asker of a message that raised is told."""
+    reply: EngineError
+    if isinstance(exc, ConcurrencyConflict):
+        reply = ActorStopped(f"{act.ref.address} stopped handling {what}: {exc}")
+    else:
+        reply = ActorCrashed(f"{act.ref.address} crashed handling {what}: {exc!r}")
+    reply.__cause__ = exc
+    return reply
+
+
 class ActorSystem:
     """Hosts actors. Open one with :func:`open_actor_system`."""
 
@@ -235,6 +247,7 @@ class ActorSystem:
         self._props[kind] = ActorProps(
             factory=factory or kind,
             mailbox_capacity=mailbox_capacity or self.config.mailbox_capacity,
+            batch_messages_max=kind.batch_messages_max,
             passivate_after_s=passivate,
             supervision=supervision or self.config.supervision,
         )
@@ -405,6 +418,9 @@ class ActorSystem:
                 except Exception as exc:
                     env.reply.fail(exc)
                 continue
+            if act.props.batch_messages_max > 1:
+                await self._serve_batch(act, instance, env)
+                continue
             act.processing = True
             act.current = env
             act.last_activity = trio.current_time()
@@ -415,11 +431,7 @@ class ActorSystem:
                     env.reply.fail(rejection)
             except Exception as exc:
                 if env.reply is not None:
-                    crashed = ActorCrashed(
-                        f"{act.ref.address} crashed handling {type(message).__name__}: {exc!r}"
-                    )
-                    crashed.__cause__ = exc
-                    env.reply.fail(crashed)
+                    env.reply.fail(_failure_reply(act, type(message).__name__, exc))
                 act.processing = False
                 act.current = None
                 raise
@@ -429,6 +441,49 @@ class ActorSystem:
             act.messages += 1
             act.processing = False
             act.current = None
+
+    async def _serve_batch(self, act: _Activation, instance: Actor, first: _Envelope) -> None:
+        """Take ``first`` plus whatever else is queued (up to the limit) as one batch."""
+        batch = [first]
+        sentinels: list[_Envelope] = []
+        limit = act.props.batch_messages_max
+        while len(batch) < limit:
+            try:
+                env = act.recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if env.message is _PASSIVATE or env.message is _INSPECT:
+                sentinels.append(env)  # handled after the batch, in order
+                continue
+            batch.append(env)
+        act.processing = True
+        act.last_activity = trio.current_time()
+        try:
+            replies = await instance.receive_batch([env.message for env in batch])
+        except Exception as exc:
+            crashed = _failure_reply(act, "a batch", exc)
+            for env in batch:
+                if env.reply is not None:
+                    env.reply.fail(crashed)
+            act.processing = False
+            raise
+        if len(replies) != len(batch):
+            raise RuntimeError(
+                f"{act.ref.address}.receive_batch returned {len(replies)} replies "
+                f"for {len(batch)} messages"
+            )
+        for env, reply in zip(batch, replies, strict=True):
+            if env.reply is None:
+                continue
+            if isinstance(reply, Rejection):
+                env.reply.fail(reply)
+            else:
+                env.reply.succeed(reply)
+        act.messages += len(batch)
+        act.processing = False
+        for env in sentinels:
+            if env.message is _INSPECT and env.reply is not None:
+                env.reply.succeed(instance.introspect())
 
     async def _notify_failure(self, instance: Actor, exc: BaseException) -> None:
         try:
