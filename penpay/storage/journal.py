@@ -37,6 +37,9 @@ from penpay.storage.pg import Connection, ConnectionLost, Database, DatabaseErro
 
 log = logging.getLogger("penpay.storage.journal")
 
+#: How the writer's connection appears in ``pg_stat_activity``.
+WRITER_APPLICATION_NAME = "penpay-journal-writer"
+
 _APPEND_BATCH = "SELECT req, actual FROM journal_append_batch($1, $2, $3, $4, $5, $6)"
 _EVENT_COLUMNS = (
     "persistence_id, sequence, type, version, payload, position, "
@@ -249,7 +252,7 @@ class PgJournal:
         """The writer's connection, (re)connecting once if needed."""
         if self._conn is None or self._conn.is_closed():
             try:
-                conn = await self._db.connect()
+                conn = await self._db.connect(application_name=WRITER_APPLICATION_NAME)
                 # Durability is the point of the journal, whatever the server default.
                 await conn.execute("SET synchronous_commit = on")
             except DatabaseError as exc:

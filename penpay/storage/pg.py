@@ -230,10 +230,16 @@ class Database:
             with trio.CancelScope(shield=True):
                 await self._bridge.call(self._pool.release, raw)
 
-    async def connect(self) -> Connection:
-        """A new dedicated connection outside the pool; the caller closes it."""
+    async def connect(self, *, application_name: str = "penpay") -> Connection:
+        """A new dedicated connection outside the pool; the caller closes it.
+
+        ``application_name`` shows in ``pg_stat_activity`` (operators, tests).
+        """
         raw = await self._bridge.call(
-            asyncpg.connect, self.url, timeout=CONNECT_TIMEOUT_S
+            asyncpg.connect,
+            self.url,
+            timeout=CONNECT_TIMEOUT_S,
+            server_settings={"application_name": application_name},
         )
         return Connection(self._bridge, raw)
 
