@@ -23,27 +23,12 @@ from penpay.storage.pg import Database, DatabaseError
 from penpay.storage.testing import fresh_database, with_database
 from tests.storage.actors import Deposit, Tally, Total
 from tests.storage.proxy import PgProxy
+from tests.storage.waiting import POLL_S, wait_until_writer_blocked
 
 pytestmark = pytest.mark.storage
 
-POLL_S = 0.005  # how often a test re-checks a condition it is waiting for
-
-
 def ev(n: int) -> EventRecord:
     return EventRecord(type="t", version=1, payload=str(n).encode())
-
-
-async def _wait_until_writer_blocked(db: Database) -> int:
-    """The writer's backend pid, once its batch is waiting on the journal_head lock."""
-    while True:
-        pid = await db.fetchval(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 "
-            "AND wait_event_type = 'Lock'",
-            WRITER_APPLICATION_NAME,
-        )
-        if pid is not None:
-            return int(pid)
-        await trio.sleep(POLL_S)
 
 
 async def test_connection_killed_mid_batch_fails_that_batch_only_and_recovers(
@@ -66,7 +51,7 @@ async def test_connection_killed_mid_batch_fails_that_batch_only_and_recovers(
             await blocker.execute("SELECT 1 FROM journal_head WHERE id = 1 FOR UPDATE")
             for n in range(50):
                 nursery.start_soon(writer, f"k/{n}")
-            backend = await _wait_until_writer_blocked(db)
+            backend = await wait_until_writer_blocked(db)
             assert await db.fetchval("SELECT pg_terminate_backend($1)", backend)
         failed = [pid for pid, o in outcomes.items() if isinstance(o, JournalUnavailable)]
         durable = [pid for pid, o in outcomes.items() if o == 3]
