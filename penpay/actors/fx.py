@@ -11,7 +11,7 @@ exactly, and each part is booked to its own ledger account:
 
 - ``kes_at_mid_cents``: the USD amount converted at the mid rate, rounded down
   (the FX position);
-- ``spread_cents``: ``usd × spread``, rounded down, capped by what is left
+- ``spread_cents``: ``usd * spread``, rounded down, capped by what is left
   (FX-spread revenue);
 - ``rounding_cents``: the remainder left by whole-shilling and sub-cent rounding
   (the rounding account).
