@@ -153,13 +153,16 @@ async def test_status_by_stk_receipt_and_not_found(env: Env, autojump_clock: Moc
     await env.client.stk_push(PHONE, 50, "INV1", "Deposit", "http://penpay.test/cb/stk")
     [stk] = await env.receiver.wait_for(1)
     receipt = stk.json["Body"]["stkCallback"]["CallbackMetadata"]["Item"][1]["Value"]
-    await env.client.transaction_status(
+    found_ack = await env.client.transaction_status(
         receipt=receipt, result_url="http://penpay.test/cb/status", timeout_url=TIMEOUT
     )
-    await env.client.transaction_status(
+    missing_ack = await env.client.transaction_status(
         receipt="SNOTEXIST0", result_url="http://penpay.test/cb/status", timeout_url=TIMEOUT
     )
-    found_raw, missing_raw = (await env.receiver.wait_for(3))[1:]
+    # Both results are due at the same instant: match them by ConversationID.
+    results = {r.json["Result"]["ConversationID"]: r for r in (await env.receiver.wait_for(3))[1:]}
+    found_raw = results[found_ack.conversation_id]
+    missing_raw = results[missing_ack.conversation_id]
     found = parse_transaction_status_result(found_raw.raw)
     assert (found.status, found.amount_cents, found.receipt) == ("Completed", 5000, receipt)
     missing = parse_transaction_status_result(missing_raw.raw)
