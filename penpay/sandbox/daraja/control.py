@@ -63,7 +63,7 @@ async def customer(sb: DarajaSandbox, request: Request) -> Response:
                 balance_cents=body.get("balance_cents"),
                 name=body.get("name"),
             )
-        except (ValueError, msgspec.DecodeError) as exc:
+        except (TypeError, ValueError, msgspec.DecodeError) as exc:
             return _problem(str(exc))
     return _json(_plain(sb.world.customer(phone)))
 
@@ -79,7 +79,7 @@ async def faults(sb: DarajaSandbox, request: Request) -> Response:
                 count=body.get("count", 1),
                 probability=body.get("probability"),
             )
-        except (KeyError, ValueError, msgspec.DecodeError) as exc:
+        except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:
             return _problem(f"bad fault rule: {exc}")
     elif request.method == "DELETE":
         sb.clear_faults()
@@ -105,7 +105,7 @@ async def accounts(sb: DarajaSandbox, request: Request) -> Response:
                 working_cents=body.get("working_cents"),
                 utility_cents=body.get("utility_cents"),
             )
-        except (ValueError, msgspec.DecodeError) as exc:
+        except (TypeError, ValueError, msgspec.DecodeError) as exc:
             return _problem(str(exc))
     return _json(_plain(sb.world.accounts))
 
