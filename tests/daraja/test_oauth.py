@@ -112,3 +112,13 @@ async def test_client_with_wrong_secret_raises_auth_error(
     else:
         raise AssertionError("expected DarajaAuthError")
     assert env.sandbox.requests_seen(Endpoint.OAUTH) == 1  # not retried
+
+
+async def test_stk_query_refreshes_once_on_404_001_03(env: Env, autojump_clock: MockClock) -> None:
+    accepted = await env.client.stk_push(
+        "0708374149", 10, "INV1", "Deposit", "http://penpay.test/c"
+    )
+    await env.token()  # invalidates the client's token: STK answers 404.001.03
+    assert (await env.client.stk_query(accepted.checkout_request_id)).pending
+    assert env.client.tokens.mints == 2
+    assert env.sandbox.requests_seen(Endpoint.STK_QUERY) == 2  # rejected once, then retried
