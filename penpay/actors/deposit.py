@@ -1,0 +1,714 @@
+"""The deposit flow: M-Pesa STK Push in KES, then a Deriv credit in USD.
+
+A pure state machine (see :mod:`penpay.actors.saga`). Happy path::
+
+    PENDING --stk accepted--> AWAITING_MPESA_CALLBACK --paid (confirmed by query)-->
+    AWAITING_DERIV_CONFIRMATION --credited--> COMPLETED
+
+Failures before money moved end in FAILED. If M-Pesa took the money and
+Deriv refused the credit, the shillings go back by B2C: REVERSING, then
+REVERSED. An outcome nobody can establish ends in NEEDS_REVIEW, with the
+collected shillings moved to suspense until an operator resolves it.
+
+Ledger, for a deposit of ``U`` USD paid with ``K`` KES (see doc/ledger.md):
+
+- at creation, a hold reserves the Deriv float:
+  ``customer_in_transit_usd -> deriv_float`` U (pending);
+- when M-Pesa confirms: ``mpesa_float -> customer_in_transit_kes`` K;
+- when Deriv confirms, the FX conversion is posted as one linked group:
+  ``customer_in_transit_kes`` K to ``fx_position_kes`` (at mid),
+  ``fx_spread_revenue_kes`` and ``rounding_kes``, plus
+  ``fx_position_usd -> customer_in_transit_usd`` U; then the hold is posted;
+- refund: the hold is voided, then ``customer_in_transit_kes -> mpesa_float``
+  K once B2C has paid.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from penpay.actors.fx import Quote
+from penpay.actors.saga import (
+    TERMINAL,
+    Account,
+    B2CAccepted,
+    B2CRejected,
+    B2CResult,
+    B2CUnknown,
+    Command,
+    CreditDeriv,
+    Deadline,
+    DerivCredited,
+    DerivLookup,
+    DerivRejected,
+    DerivUnknown,
+    Failure,
+    FindDerivTransfer,
+    Input,
+    Leg,
+    Notify,
+    PayB2C,
+    Posting,
+    PostingKind,
+    PostLedger,
+    QueryB2C,
+    QueryStk,
+    Resolve,
+    ResolveRefused,
+    SagaTimings,
+    SetTimer,
+    StartStkPush,
+    Status,
+    StatusChange,
+    StkCallback,
+    StkPushAccepted,
+    StkPushRejected,
+    StkPushUnknown,
+    StkQueryResult,
+    kes_posting,
+    short_reference,
+    stk_failure_code,
+)
+from penpay.money import Currency
+
+FLOAT_HOLD = "deriv_float_hold"
+
+#: Daraja's sync error for a repeated OriginatorConversationID.
+DUPLICATE_ORIGINATOR = "500.002.1001"
+
+# ------------------------------------------------------------------------ state
+
+
+class DepositState(msgspec.Struct, frozen=True, kw_only=True):
+    transaction_id: str = ""
+    user_id: str = ""
+    phone: str = ""
+    deriv_login_id: str = ""
+    quote: Quote | None = None
+    callback_token: str = ""
+    status: Status = Status.PENDING
+    history: tuple[StatusChange, ...] = ()
+    created_at_ms: int = 0
+    updated_at_ms: int = 0
+    stk_deadline_ms: int = 0
+    stk_push_unknown: bool = False
+    merchant_request_id: str | None = None
+    checkout_request_id: str | None = None
+    stk_queries: int = 0
+    paid_claimed: bool = False  # a callback said paid; awaiting the query to confirm
+    mpesa_receipt: str | None = None
+    deriv_reference: str | None = None
+    deriv_attempt: int = 0
+    deriv_unknown: bool = False
+    deriv_lookups: int = 0
+    deriv_transaction_id: int | None = None
+    refund_originator_id: str | None = None
+    refund_conversation_id: str | None = None
+    refund_unknown: bool = False
+    refund_queries: int = 0
+    refund_receipt: str | None = None
+    failure: Failure | None = None
+    review_reason: str | None = None
+    in_suspense: bool = False
+
+    @property
+    def started(self) -> bool:
+        return self.quote is not None
+
+
+# ----------------------------------------------------------------------- events
+
+
+class DepositEvent(msgspec.Struct, frozen=True):
+    at_ms: int
+
+
+class Created(DepositEvent, frozen=True, tag="deposit.created"):
+    transaction_id: str
+    user_id: str
+    phone: str
+    deriv_login_id: str
+    quote: Quote
+    callback_token: str
+    stk_deadline_ms: int
+
+
+class StkAccepted(DepositEvent, frozen=True, tag="deposit.stk_accepted"):
+    merchant_request_id: str
+    checkout_request_id: str
+
+
+class StkUnknown(DepositEvent, frozen=True, tag="deposit.stk_unknown"):
+    reason: str
+
+
+class PaymentClaimed(DepositEvent, frozen=True, tag="deposit.payment_claimed"):
+    """A callback said paid; a query must confirm before the money counts."""
+
+    checkout_request_id: str
+    receipt: str | None
+
+
+class StkQueried(DepositEvent, frozen=True, tag="deposit.stk_queried"):
+    pass
+
+
+class MpesaPaid(DepositEvent, frozen=True, tag="deposit.mpesa_paid"):
+    receipt: str | None
+    deriv_reference: str  # persisted before the Deriv call that carries it
+
+
+class Failed(DepositEvent, frozen=True, tag="deposit.failed"):
+    code: str
+    detail: str
+
+
+class DerivCreditUnknown(DepositEvent, frozen=True, tag="deposit.deriv_unknown"):
+    reference: str
+    reason: str
+
+
+class DerivLookedUp(DepositEvent, frozen=True, tag="deposit.deriv_looked_up"):
+    reference: str
+
+
+class DerivRetried(DepositEvent, frozen=True, tag="deposit.deriv_retried"):
+    """The previous attempt provably moved nothing; a new reference is used."""
+
+    reference: str
+
+
+class Completed(DepositEvent, frozen=True, tag="deposit.completed"):
+    deriv_transaction_id: int
+
+
+class RefundStarted(DepositEvent, frozen=True, tag="deposit.refund_started"):
+    reason_code: str
+    detail: str
+    originator_conversation_id: str
+
+
+class RefundAccepted(DepositEvent, frozen=True, tag="deposit.refund_accepted"):
+    conversation_id: str
+
+
+class RefundUnknown(DepositEvent, frozen=True, tag="deposit.refund_unknown"):
+    reason: str
+
+
+class RefundQueried(DepositEvent, frozen=True, tag="deposit.refund_queried"):
+    pass
+
+
+class RefundResent(DepositEvent, frozen=True, tag="deposit.refund_resent"):
+    pass
+
+
+class Refunded(DepositEvent, frozen=True, tag="deposit.refunded"):
+    receipt: str | None
+
+
+class ReviewNeeded(DepositEvent, frozen=True, tag="deposit.review_needed"):
+    reason: str
+
+
+class Resolved(DepositEvent, frozen=True, tag="deposit.resolved"):
+    action: str
+    note: str
+    operator: str
+
+
+EVENT_TYPES: tuple[type[DepositEvent], ...] = (
+    Created, StkAccepted, StkUnknown, PaymentClaimed, StkQueried, MpesaPaid, Failed,
+    DerivCreditUnknown, DerivLookedUp, DerivRetried, Completed, RefundStarted, RefundAccepted,
+    RefundUnknown, RefundQueried, RefundResent, Refunded, ReviewNeeded, Resolved,
+)
+
+
+class Start(Input, frozen=True, tag="deposit_start"):
+    transaction_id: str
+    user_id: str
+    phone: str
+    deriv_login_id: str
+    quote: Quote
+    callback_token: str
+
+
+# --------------------------------------------------------------------- postings
+
+
+def float_hold(quote: Quote) -> Posting:
+    """The reservation of the Deriv float taken before a deposit is accepted."""
+    leg = Leg(Account.IN_TRANSIT_USD, Account.DERIV_FLOAT, quote.usd_cents, Currency.USD)
+    return Posting(name=FLOAT_HOLD, kind=PostingKind.HOLD, legs=(leg,))
+
+
+def _kes(state: DepositState) -> int:
+    assert state.quote is not None
+    return state.quote.kes_cents
+
+
+def _collected(state: DepositState) -> Posting:
+    return kes_posting("mpesa_collected", Account.MPESA_FLOAT, Account.IN_TRANSIT_KES, _kes(state))
+
+
+def _refunded(state: DepositState) -> Posting:
+    return kes_posting("mpesa_refunded", Account.IN_TRANSIT_KES, Account.MPESA_FLOAT, _kes(state))
+
+
+def _suspend(state: DepositState) -> Posting:
+    return kes_posting("suspense_in", Account.IN_TRANSIT_KES, Account.SUSPENSE_KES, _kes(state))
+
+
+def _unsuspend(state: DepositState) -> Posting:
+    return kes_posting("suspense_out", Account.SUSPENSE_KES, Account.IN_TRANSIT_KES, _kes(state))
+
+
+def _fx(state: DepositState) -> Posting:
+    q = state.quote
+    assert q is not None
+    kes, usd = Currency.KES, Currency.USD
+    legs = [Leg(Account.IN_TRANSIT_KES, Account.FX_POSITION_KES, q.kes_at_mid_cents, kes)]
+    if q.spread_cents:
+        legs.append(Leg(Account.IN_TRANSIT_KES, Account.SPREAD_REVENUE_KES, q.spread_cents, kes))
+    if q.rounding_cents:
+        legs.append(Leg(Account.IN_TRANSIT_KES, Account.ROUNDING_KES, q.rounding_cents, kes))
+    legs.append(Leg(Account.FX_POSITION_USD, Account.IN_TRANSIT_USD, q.usd_cents, usd))
+    return Posting(name="fx_conversion", kind=PostingKind.POSTED, legs=tuple(legs))
+
+
+def _post_hold() -> Posting:
+    return Posting(name="deriv_float_paid", kind=PostingKind.POST_HOLD, hold=FLOAT_HOLD)
+
+
+def _void_hold() -> Posting:
+    return Posting(name="deriv_float_released", kind=PostingKind.VOID_HOLD, hold=FLOAT_HOLD)
+
+
+# ----------------------------------------------------------------------- decide
+
+
+def _deriv_reference(state: DepositState, attempt: int) -> str:
+    # Deriv's description allows [0-9A-Za-z .,'-]; the full id makes the statement
+    # lookup unambiguous.
+    return f"PenPay deposit {state.transaction_id} attempt {attempt}"
+
+
+def _refund_originator(state: DepositState) -> str:
+    return f"PPR{state.transaction_id.replace('-', '')}"
+
+
+def _money_collected(state: DepositState) -> bool:
+    return state.deriv_reference is not None
+
+
+def decide(
+    state: DepositState, event: Input, now_ms: int, timings: SagaTimings
+) -> list[DepositEvent]:
+    """The events an input causes; [] when it changes nothing (duplicates, late news)."""
+    match event:
+        case Start():
+            if state.started:
+                return []  # idempotent: the transaction exists
+            return [
+                Created(
+                    at_ms=now_ms,
+                    transaction_id=event.transaction_id,
+                    user_id=event.user_id,
+                    phone=event.phone,
+                    deriv_login_id=event.deriv_login_id,
+                    quote=event.quote,
+                    callback_token=event.callback_token,
+                    stk_deadline_ms=now_ms + timings.stk_callback_ms,
+                )
+            ]
+        case Resolve():
+            return _decide_resolve(state, event, now_ms)
+    if not state.started or state.status in TERMINAL or state.status is Status.NEEDS_REVIEW:
+        return []
+    match event:
+        case StkPushAccepted() if state.status is Status.PENDING:
+            return [StkAccepted(now_ms, event.merchant_request_id, event.checkout_request_id)]
+        case StkPushRejected() if state.status is Status.PENDING:
+            return [Failed(now_ms, "mpesa_rejected", f"{event.error_code}: {event.message}")]
+        case StkPushUnknown() if state.status is Status.PENDING:
+            return [StkUnknown(now_ms, event.reason)]
+        case StkCallback():
+            return _decide_stk_callback(state, event, now_ms)
+        case StkQueryResult():
+            return _decide_stk_query(state, event, now_ms, timings)
+        case Deadline(name="stk"):
+            return _decide_stk_deadline(state, now_ms, timings)
+        case DerivCredited() if event.reference == state.deriv_reference:
+            return [Completed(now_ms, event.deriv_transaction_id)]
+        case DerivRejected() if event.reference == state.deriv_reference:
+            return [
+                RefundStarted(
+                    now_ms, "deriv_rejected", f"{event.code}: {event.message}",
+                    _refund_originator(state),
+                )
+            ]
+        case DerivUnknown() if event.reference == state.deriv_reference:
+            return [DerivCreditUnknown(now_ms, event.reference, event.reason)]
+        case DerivLookup() if event.reference == state.deriv_reference and state.deriv_unknown:
+            return _decide_deriv_lookup(state, event, now_ms, timings)
+        case Deadline(name="deriv_lookup") if state.deriv_unknown:
+            return [DerivLookedUp(now_ms, state.deriv_reference or "")]
+        case B2CAccepted() if event.originator_conversation_id == state.refund_originator_id:
+            return [RefundAccepted(now_ms, event.conversation_id)]
+        case B2CRejected() if event.originator_conversation_id == state.refund_originator_id:
+            if event.error_code == DUPLICATE_ORIGINATOR:
+                # Daraja already has this payout (we resent after a restart): ask its status.
+                return [RefundUnknown(now_ms, "M-Pesa already holds this refund request")]
+            return [ReviewNeeded(now_ms, f"refund refused by M-Pesa: {event.error_code}")]
+        case B2CUnknown() if event.originator_conversation_id == state.refund_originator_id:
+            return [RefundUnknown(now_ms, event.reason)]
+        case B2CResult() if event.originator_conversation_id == state.refund_originator_id:
+            return _decide_refund_result(state, event, now_ms, timings)
+        case Deadline(name="b2c") if state.status is Status.REVERSING:
+            if state.refund_queries >= timings.b2c_queries_max:
+                return [ReviewNeeded(now_ms, "refund outcome unknown after status queries")]
+            return [RefundQueried(now_ms)]
+    return []
+
+
+def _decide_stk_callback(
+    state: DepositState, event: StkCallback, now_ms: int
+) -> list[DepositEvent]:
+    if state.status not in (Status.PENDING, Status.AWAITING_MPESA_CALLBACK):
+        return []  # late or duplicate: the outcome is already settled
+    if state.checkout_request_id not in (None, event.checkout_request_id):
+        return []  # not ours: a hint that does not match is ignored (and audited by the shell)
+    if state.paid_claimed:
+        return []  # duplicate of a success we are already confirming
+    accepted: list[DepositEvent] = []
+    if state.checkout_request_id is None:
+        # The STK response was lost; the callback (on our secret path) tells us the id.
+        accepted.append(StkAccepted(now_ms, "", event.checkout_request_id))
+    if event.result_code == "0":
+        assert state.quote is not None
+        if event.amount_kes_cents != state.quote.kes_cents or event.phone != state.phone:
+            # Not what we asked for: ignore the hint; the STK query at the deadline
+            # is authoritative either way. (The shell audits the mismatch.)
+            return accepted
+        return [*accepted, PaymentClaimed(now_ms, event.checkout_request_id, event.receipt)]
+    code = stk_failure_code(event.result_code)
+    return [*accepted, Failed(now_ms, code, f"M-Pesa {event.result_code}: {event.result_desc}")]
+
+
+def _decide_stk_query(
+    state: DepositState, event: StkQueryResult, now_ms: int, timings: SagaTimings
+) -> list[DepositEvent]:
+    if state.status not in (Status.PENDING, Status.AWAITING_MPESA_CALLBACK):
+        return []
+    if event.checkout_request_id != state.checkout_request_id:
+        return []
+    if event.result_code is None:
+        if state.stk_queries >= timings.stk_queries_max:
+            return [ReviewNeeded(now_ms, "M-Pesa never gave a final answer to the STK query")]
+        return []  # the next query deadline asks again
+    if event.result_code == "0":
+        return [MpesaPaid(now_ms, state.mpesa_receipt, _deriv_reference(state, 1))]
+    if state.paid_claimed:
+        return [ReviewNeeded(now_ms, f"callback said paid, query says {event.result_code}")]
+    code = stk_failure_code(event.result_code)
+    return [Failed(now_ms, code, f"M-Pesa {event.result_code}: {event.result_desc}")]
+
+
+def _decide_stk_deadline(
+    state: DepositState, now_ms: int, timings: SagaTimings
+) -> list[DepositEvent]:
+    if state.status not in (Status.PENDING, Status.AWAITING_MPESA_CALLBACK):
+        return []
+    if state.checkout_request_id is None:
+        if state.stk_push_unknown:
+            return [ReviewNeeded(now_ms, "STK push outcome unknown and no callback arrived")]
+        return []  # still waiting for Daraja's answer to the push itself
+    if state.stk_queries >= timings.stk_queries_max:
+        return [ReviewNeeded(now_ms, "M-Pesa never gave a final answer to the STK query")]
+    return [StkQueried(now_ms)]
+
+
+def _decide_deriv_lookup(
+    state: DepositState, event: DerivLookup, now_ms: int, timings: SagaTimings
+) -> list[DepositEvent]:
+    if event.deriv_transaction_id is not None:
+        return [Completed(now_ms, event.deriv_transaction_id)]
+    if state.deriv_lookups < timings.deriv_lookups_max:
+        return []  # not there yet: look again after the settle interval
+    if state.deriv_attempt < timings.deriv_attempts_max:
+        return [DerivRetried(now_ms, _deriv_reference(state, state.deriv_attempt + 1))]
+    return [ReviewNeeded(now_ms, "Deriv credit not found after every attempt")]
+
+
+def _decide_refund_result(
+    state: DepositState, event: B2CResult, now_ms: int, timings: SagaTimings
+) -> list[DepositEvent]:
+    if state.status is not Status.REVERSING:
+        return []
+    if event.result_code is None:
+        return []  # status query had no answer yet; the b2c deadline asks again
+    if event.result_code == "0":
+        return [Refunded(now_ms, event.receipt)]
+    if event.from_status_query and state.refund_conversation_id is None:
+        # M-Pesa knows no such payout: the request never reached it. Sending it again
+        # with the same OriginatorConversationID is safe (Daraja refuses duplicates).
+        if state.refund_queries >= timings.b2c_queries_max:
+            return [ReviewNeeded(now_ms, "refund never reached M-Pesa")]
+        return [RefundResent(now_ms)]
+    return [ReviewNeeded(now_ms, f"refund failed: M-Pesa {event.result_code} {event.result_desc}")]
+
+
+def _decide_resolve(state: DepositState, event: Resolve, now_ms: int) -> list[DepositEvent]:
+    if state.status is not Status.NEEDS_REVIEW:
+        raise ResolveRefused(f"transaction is {state.status}, not NEEDS_REVIEW")
+    resolved = Resolved(now_ms, event.action, event.note, event.operator)
+    match event.action:
+        case "complete":
+            if not _money_collected(state):
+                raise ResolveRefused("cannot complete: M-Pesa payment was never confirmed")
+            return [resolved, Completed(now_ms, state.deriv_transaction_id or 0)]
+        case "reverse":
+            if not _money_collected(state):
+                raise ResolveRefused("nothing to reverse: M-Pesa payment was never confirmed")
+            return [
+                resolved,
+                RefundStarted(now_ms, "operator_reversed", event.note, _refund_originator(state)),
+            ]
+        case "fail":
+            if _money_collected(state):
+                raise ResolveRefused("cannot fail: M-Pesa collected the money; reverse it instead")
+            return [resolved, Failed(now_ms, "operator_failed", event.note)]
+    raise ResolveRefused(f"unknown action {event.action!r}")
+
+
+# ----------------------------------------------------------------------- evolve
+
+
+def _status(state: DepositState, status: Status, at_ms: int) -> DepositState:
+    if state.status is status and state.history:
+        return msgspec.structs.replace(state, updated_at_ms=at_ms)
+    return msgspec.structs.replace(
+        state,
+        status=status,
+        history=(*state.history, StatusChange(status, at_ms)),
+        updated_at_ms=at_ms,
+    )
+
+
+def evolve(state: DepositState, event: DepositEvent) -> DepositState:
+    r = msgspec.structs.replace
+    match event:
+        case Created():
+            fresh = DepositState(
+                transaction_id=event.transaction_id,
+                user_id=event.user_id,
+                phone=event.phone,
+                deriv_login_id=event.deriv_login_id,
+                quote=event.quote,
+                callback_token=event.callback_token,
+                created_at_ms=event.at_ms,
+                stk_deadline_ms=event.stk_deadline_ms,
+            )
+            return _status(fresh, Status.PENDING, event.at_ms)
+        case StkAccepted():
+            state = r(
+                state,
+                merchant_request_id=event.merchant_request_id or state.merchant_request_id,
+                checkout_request_id=event.checkout_request_id,
+            )
+            return _status(state, Status.AWAITING_MPESA_CALLBACK, event.at_ms)
+        case StkUnknown():
+            return r(state, stk_push_unknown=True, updated_at_ms=event.at_ms)
+        case PaymentClaimed():
+            return r(
+                state, paid_claimed=True, mpesa_receipt=event.receipt, updated_at_ms=event.at_ms
+            )
+        case StkQueried():
+            return r(state, stk_queries=state.stk_queries + 1, updated_at_ms=event.at_ms)
+        case MpesaPaid():
+            state = r(
+                state,
+                mpesa_receipt=event.receipt or state.mpesa_receipt,
+                deriv_reference=event.deriv_reference,
+                deriv_attempt=1,
+            )
+            return _status(state, Status.AWAITING_DERIV_CONFIRMATION, event.at_ms)
+        case Failed():
+            state = r(state, failure=Failure(event.code, event.detail))
+            return _status(state, Status.FAILED, event.at_ms)
+        case DerivCreditUnknown():
+            return r(state, deriv_unknown=True, deriv_lookups=0, updated_at_ms=event.at_ms)
+        case DerivLookedUp():
+            return r(state, deriv_lookups=state.deriv_lookups + 1, updated_at_ms=event.at_ms)
+        case DerivRetried():
+            return r(
+                state,
+                deriv_reference=event.reference,
+                deriv_attempt=state.deriv_attempt + 1,
+                deriv_unknown=False,
+                deriv_lookups=0,
+                updated_at_ms=event.at_ms,
+            )
+        case Completed():
+            state = r(
+                state,
+                deriv_transaction_id=event.deriv_transaction_id or state.deriv_transaction_id,
+                deriv_unknown=False,
+                in_suspense=False,
+                review_reason=None,
+            )
+            return _status(state, Status.COMPLETED, event.at_ms)
+        case RefundStarted():
+            state = r(
+                state,
+                refund_originator_id=event.originator_conversation_id,
+                failure=Failure(event.reason_code, event.detail),
+                deriv_unknown=False,
+                in_suspense=False,
+                review_reason=None,
+            )
+            return _status(state, Status.REVERSING, event.at_ms)
+        case RefundAccepted():
+            return r(state, refund_conversation_id=event.conversation_id, updated_at_ms=event.at_ms)
+        case RefundUnknown():
+            return r(state, refund_unknown=True, updated_at_ms=event.at_ms)
+        case RefundQueried():
+            return r(state, refund_queries=state.refund_queries + 1, updated_at_ms=event.at_ms)
+        case RefundResent():
+            return r(state, refund_queries=state.refund_queries + 1, updated_at_ms=event.at_ms)
+        case Refunded():
+            return _status(r(state, refund_receipt=event.receipt), Status.REVERSED, event.at_ms)
+        case ReviewNeeded():
+            state = r(state, review_reason=event.reason, in_suspense=_money_collected(state))
+            return _status(state, Status.NEEDS_REVIEW, event.at_ms)
+        case Resolved():
+            return r(state, updated_at_ms=event.at_ms)
+    raise TypeError(f"not a deposit event: {event!r}")
+
+
+# ------------------------------------------------------------------------ react
+
+
+def react(
+    before: DepositState, event: DepositEvent, after: DepositState, timings: SagaTimings
+) -> list[Command]:
+    """What to do because ``event`` was just persisted."""
+    commands: list[Command] = []
+    match event:
+        case Created():
+            assert after.quote is not None
+            commands += [
+                StartStkPush(
+                    phone=after.phone,
+                    amount_kes=after.quote.kes_cents // 100,
+                    account_reference=short_reference(after.transaction_id),
+                    callback_token=after.callback_token,
+                ),
+                SetTimer("stk", after.stk_deadline_ms),
+            ]
+        case PaymentClaimed() | StkQueried():
+            assert after.checkout_request_id is not None
+            commands.append(QueryStk(after.checkout_request_id))
+            if isinstance(event, StkQueried):
+                commands.append(SetTimer("stk", event.at_ms + timings.stk_query_interval_ms))
+        case MpesaPaid():
+            assert after.deriv_reference is not None and after.quote is not None
+            commands += [
+                PostLedger(_collected(after)),
+                CreditDeriv(after.deriv_login_id, after.quote.usd_cents, after.deriv_reference),
+            ]
+        case DerivRetried():
+            assert after.deriv_reference is not None and after.quote is not None
+            commands.append(
+                CreditDeriv(after.deriv_login_id, after.quote.usd_cents, after.deriv_reference)
+            )
+        case DerivCreditUnknown() | DerivLookedUp():
+            lookup_at_ms = event.at_ms + timings.deriv_lookup_interval_ms
+            commands += [FindDerivTransfer(event.reference), SetTimer("deriv_lookup", lookup_at_ms)]
+        case Completed():
+            if before.in_suspense:
+                commands.append(PostLedger(_unsuspend(after)))
+            commands += [PostLedger(_fx(after)), PostLedger(_post_hold())]
+        case Failed():
+            commands.append(PostLedger(_void_hold()))
+        case RefundStarted():
+            if before.in_suspense:
+                commands.append(PostLedger(_unsuspend(after)))
+            commands += [
+                PostLedger(_void_hold()),
+                _refund_payout(after),
+                SetTimer("b2c", event.at_ms + timings.b2c_result_ms),
+            ]
+        case RefundResent():
+            result_by_ms = event.at_ms + timings.b2c_result_ms
+            commands += [_refund_payout(after), SetTimer("b2c", result_by_ms)]
+        case RefundUnknown():
+            assert after.refund_originator_id is not None
+            commands.append(QueryB2C(after.refund_originator_id, after.callback_token))
+        case RefundQueried():
+            assert after.refund_originator_id is not None
+            commands += [
+                QueryB2C(after.refund_originator_id, after.callback_token),
+                SetTimer("b2c", event.at_ms + timings.b2c_result_ms),
+            ]
+        case Refunded():
+            commands.append(PostLedger(_refunded(after)))
+        case ReviewNeeded():
+            if after.in_suspense and not before.in_suspense:
+                commands.append(PostLedger(_suspend(after)))
+    if after.status is not before.status:
+        commands.append(Notify(after.status))
+    return commands
+
+
+def _refund_payout(state: DepositState) -> PayB2C:
+    assert state.refund_originator_id is not None and state.quote is not None
+    return PayB2C(
+        originator_conversation_id=state.refund_originator_id,
+        phone=state.phone,
+        amount_kes=state.quote.kes_cents // 100,
+        remarks="PenPay deposit refund",
+        callback_token=state.callback_token,
+    )
+
+
+def recover(
+    state: DepositState, now_ms: int, timings: SagaTimings
+) -> tuple[list[DepositEvent], list[Command]]:
+    """What was in flight when the actor stopped: re-derived, never resent blindly.
+
+    Returns events to persist first (a Deriv credit that may have been in
+    flight is now of unknown outcome) and commands to run: ledger postings
+    are re-issued (idempotent by transfer id), deadlines re-armed, and a
+    money-moving call whose answer was lost becomes a reconciliation query.
+    """
+    if not state.started or state.status in TERMINAL:
+        return [], []
+    match state.status:
+        case Status.PENDING | Status.AWAITING_MPESA_CALLBACK:
+            return [], [SetTimer("stk", max(state.stk_deadline_ms, now_ms))]
+        case Status.AWAITING_DERIV_CONFIRMATION:
+            assert state.deriv_reference is not None
+            collected = PostLedger(_collected(state))
+            if state.deriv_unknown:
+                return [], [
+                    collected,
+                    FindDerivTransfer(state.deriv_reference),
+                    SetTimer("deriv_lookup", now_ms + timings.deriv_lookup_interval_ms),
+                ]
+            # The credit call may or may not have gone out: look it up, never resend.
+            unknown = DerivCreditUnknown(now_ms, state.deriv_reference, "actor restarted")
+            return [unknown], [collected]
+        case Status.REVERSING:
+            commands: list[Command] = [PostLedger(_void_hold())]
+            if state.refund_conversation_id is None and not state.refund_unknown:
+                commands.append(_refund_payout(state))  # safe: same OriginatorConversationID
+            else:
+                assert state.refund_originator_id is not None
+                commands.append(QueryB2C(state.refund_originator_id, state.callback_token))
+            commands.append(SetTimer("b2c", now_ms + timings.b2c_result_ms))
+            return [], commands
+        case Status.NEEDS_REVIEW if state.in_suspense:
+            return [], [PostLedger(_suspend(state))]
+    return [], []

@@ -1,0 +1,309 @@
+"""The vocabulary shared by the deposit and withdrawal flows.
+
+Each flow is a pure state machine in three functions:
+
+- ``decide(state, input, now_ms) -> events``: what happened, given an input
+  (an HTTP request, a callback, a gateway's answer, a deadline);
+- ``evolve(state, event) -> state``: apply one event (also used on replay);
+- ``react(before, event, after) -> commands``: what to do next because of
+  that event (call M-Pesa, call Deriv, post to the ledger, set a timer).
+
+The actor around it persists the events *before* it carries out the
+commands, so every identifier a command uses (STK ``AccountReference``, the
+callback token, the Deriv reference, the B2C ``OriginatorConversationID``)
+is durable before the call. On recovery, ``recover(state) -> commands``
+re-derives what was in flight: a reconciliation query, never a blind retry
+of a money-moving call.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+
+import msgspec
+
+from penpay.money import Currency
+
+
+class Status(enum.StrEnum):
+    PENDING = "PENDING"
+    AWAITING_MPESA_CALLBACK = "AWAITING_MPESA_CALLBACK"
+    AWAITING_DERIV_CONFIRMATION = "AWAITING_DERIV_CONFIRMATION"
+    AWAITING_MPESA_DISBURSEMENT = "AWAITING_MPESA_DISBURSEMENT"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    REVERSING = "REVERSING"
+    REVERSED = "REVERSED"
+    NEEDS_REVIEW = "NEEDS_REVIEW"
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.REVERSED})
+
+
+class Failure(msgspec.Struct, frozen=True):
+    code: str
+    detail: str
+
+
+class StatusChange(msgspec.Struct, frozen=True):
+    status: Status
+    at_ms: int
+
+
+# --------------------------------------------------------------------- ledger
+
+
+class Account(enum.StrEnum):
+    """The ledger accounts the flows post to (codes of the chart of accounts)."""
+
+    MPESA_FLOAT = "mpesa_float"
+    DERIV_FLOAT = "deriv_float"
+    IN_TRANSIT_KES = "customer_in_transit_kes"
+    IN_TRANSIT_USD = "customer_in_transit_usd"
+    FX_POSITION_KES = "fx_position_kes"
+    FX_POSITION_USD = "fx_position_usd"
+    SPREAD_REVENUE_KES = "fx_spread_revenue_kes"
+    ROUNDING_KES = "rounding_kes"
+    SUSPENSE_KES = "suspense_kes"
+    SUSPENSE_USD = "suspense_usd"
+
+
+class Leg(msgspec.Struct, frozen=True):
+    debit: Account
+    credit: Account
+    amount_cents: int
+    currency: Currency
+
+
+class PostingKind(enum.StrEnum):
+    POSTED = "posted"  # the legs are applied at once, all or none
+    HOLD = "hold"  # one pending leg (a reservation)
+    POST_HOLD = "post_hold"  # make the named hold final
+    VOID_HOLD = "void_hold"  # release the named hold
+
+
+class Posting(msgspec.Struct, frozen=True, kw_only=True):
+    """A named ledger step of one transaction; its transfer ids derive from the name."""
+
+    name: str
+    kind: PostingKind
+    legs: tuple[Leg, ...] = ()
+    hold: str | None = None  # for POST_HOLD / VOID_HOLD: the HOLD posting's name
+
+    def transfer_id(self, transaction_id: str, index: int = 0) -> str:
+        """Deterministic, so re-posting after a crash is an idempotent no-op."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"penpay:{transaction_id}/{self.name}/{index}"))
+
+
+def kes_posting(name: str, debit: Account, credit: Account, amount_cents: int) -> Posting:
+    """A one-leg KES posting applied at once."""
+    leg = Leg(debit, credit, amount_cents, Currency.KES)
+    return Posting(name=name, kind=PostingKind.POSTED, legs=(leg,))
+
+
+# ------------------------------------------------------------------- commands
+
+
+class Command(msgspec.Struct, frozen=True, tag_field="command"):
+    """Something the actor must do after persisting events."""
+
+
+class PostLedger(Command, frozen=True, tag="post_ledger"):
+    posting: Posting
+
+
+class SetTimer(Command, frozen=True, tag="set_timer"):
+    name: str
+    at_ms: int
+
+
+class StartStkPush(Command, frozen=True, tag="stk_push"):
+    phone: str
+    amount_kes: int  # whole shillings
+    account_reference: str
+    callback_token: str
+
+
+class QueryStk(Command, frozen=True, tag="stk_query"):
+    checkout_request_id: str
+
+
+class CreditDeriv(Command, frozen=True, tag="deriv_credit"):
+    login_id: str
+    usd_cents: int
+    reference: str
+
+
+class FindDerivTransfer(Command, frozen=True, tag="deriv_find"):
+    reference: str
+
+
+class PayB2C(Command, frozen=True, tag="b2c_pay"):
+    originator_conversation_id: str
+    phone: str
+    amount_kes: int  # whole shillings
+    remarks: str
+    callback_token: str
+
+
+class QueryB2C(Command, frozen=True, tag="b2c_query"):
+    originator_conversation_id: str
+    callback_token: str
+
+
+class WithdrawFromDeriv(Command, frozen=True, tag="deriv_withdraw"):
+    usd_cents: int
+    verification_code: str
+    reference: str
+
+
+class FindDerivWithdrawal(Command, frozen=True, tag="deriv_find_withdrawal"):
+    reference: str
+
+
+class Notify(Command, frozen=True, tag="notify"):
+    """Tell whoever waits on this transaction that its status changed."""
+
+    status: Status
+
+
+# --------------------------------------------------------------------- inputs
+
+
+class Input(msgspec.Struct, frozen=True, tag_field="input"):
+    """Something that happened to a transaction, fed to ``decide``."""
+
+
+class StkPushAccepted(Input, frozen=True, tag="stk_accepted"):
+    merchant_request_id: str
+    checkout_request_id: str
+
+
+class StkPushRejected(Input, frozen=True, tag="stk_rejected"):
+    error_code: str
+    message: str
+
+
+class StkPushUnknown(Input, frozen=True, tag="stk_unknown"):
+    reason: str
+
+
+class StkCallback(Input, frozen=True, tag="stk_callback"):
+    checkout_request_id: str
+    result_code: str
+    result_desc: str
+    receipt: str | None = None
+    amount_kes_cents: int | None = None
+    phone: str | None = None
+
+
+class StkQueryResult(Input, frozen=True, tag="stk_query_result"):
+    """``result_code`` None: still processing, or Daraja could not say (500)."""
+
+    checkout_request_id: str
+    result_code: str | None
+    result_desc: str = ""
+
+
+class DerivCredited(Input, frozen=True, tag="deriv_credited"):
+    reference: str
+    deriv_transaction_id: int
+
+
+class DerivRejected(Input, frozen=True, tag="deriv_rejected"):
+    reference: str
+    code: str
+    message: str
+
+
+class DerivUnknown(Input, frozen=True, tag="deriv_unknown"):
+    reference: str
+    reason: str
+
+
+class DerivLookup(Input, frozen=True, tag="deriv_lookup"):
+    """The statement lookup's answer: the Deriv transaction id, or None if absent."""
+
+    reference: str
+    deriv_transaction_id: int | None
+
+
+class B2CAccepted(Input, frozen=True, tag="b2c_accepted"):
+    originator_conversation_id: str
+    conversation_id: str
+
+
+class B2CRejected(Input, frozen=True, tag="b2c_rejected"):
+    originator_conversation_id: str
+    error_code: str
+    message: str
+
+
+class B2CUnknown(Input, frozen=True, tag="b2c_unknown"):
+    originator_conversation_id: str
+    reason: str
+
+
+class B2CResult(Input, frozen=True, tag="b2c_result"):
+    """A B2C result or Transaction Status answer; ``result_code`` None = no answer yet."""
+
+    originator_conversation_id: str
+    result_code: str | None
+    result_desc: str = ""
+    receipt: str | None = None
+    amount_kes_cents: int | None = None
+    #: True when this answers a Transaction Status query rather than the payout itself.
+    from_status_query: bool = False
+
+
+class Deadline(Input, frozen=True, tag="deadline"):
+    name: str
+
+
+class Resolve(Input, frozen=True, tag="resolve"):
+    """An operator's decision on a NEEDS_REVIEW transaction."""
+
+    action: str  # complete | reverse | fail
+    note: str
+    operator: str
+
+
+class ResolveRefused(Exception):
+    """An operator asked for something this transaction cannot do; nothing changed."""
+
+
+# ------------------------------------------------------------------- policies
+
+
+class SagaTimings(msgspec.Struct, frozen=True, kw_only=True):
+    """How long each wait may last; all in milliseconds."""
+
+    stk_callback_ms: int = 90_000  # the prompt times out on the phone after about 60 s
+    stk_query_interval_ms: int = 10_000
+    stk_queries_max: int = 12
+    deriv_lookup_interval_ms: int = 5_000
+    deriv_lookups_max: int = 3
+    deriv_attempts_max: int = 2
+    b2c_result_ms: int = 120_000
+    b2c_queries_max: int = 6
+
+
+STK_FAILURES: dict[str, str] = {
+    "1": "mpesa_insufficient_funds",
+    "1032": "mpesa_cancelled",
+    "1037": "mpesa_timeout",
+    "2001": "mpesa_wrong_pin",
+    "1019": "mpesa_timeout",
+    "17": "mpesa_rejected",
+    "1001": "mpesa_rejected",
+}
+
+
+def stk_failure_code(result_code: str) -> str:
+    return STK_FAILURES.get(result_code, "mpesa_failed")
+
+
+def short_reference(transaction_id: str) -> str:
+    """A 12-character reference (STK ``AccountReference`` limit) from a UUID."""
+    return "PP" + transaction_id.replace("-", "")[-10:].upper()

@@ -1,0 +1,390 @@
+"""The deposit state machine, exercised without any I/O."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from penpay.actors import deposit as d
+from penpay.actors.fx import FxPolicy, TransactionType
+from penpay.actors.saga import (
+    B2CAccepted,
+    B2CRejected,
+    B2CResult,
+    Command,
+    CreditDeriv,
+    Deadline,
+    DerivCredited,
+    DerivLookup,
+    DerivRejected,
+    DerivUnknown,
+    FindDerivTransfer,
+    Input,
+    PayB2C,
+    PostingKind,
+    PostLedger,
+    QueryB2C,
+    QueryStk,
+    Resolve,
+    ResolveRefused,
+    SagaTimings,
+    StartStkPush,
+    Status,
+    StkCallback,
+    StkPushAccepted,
+    StkPushRejected,
+    StkPushUnknown,
+    StkQueryResult,
+)
+from penpay.money import Currency
+
+TIMINGS = SagaTimings()
+PHONE = "254712345678"
+QUOTE = FxPolicy(mid_kes_cents_per_usd=13050, spread_kes_cents=500).quote(
+    TransactionType.DEPOSIT, 1001, Currency.USD, now_ms=0
+)
+KES = QUOTE.kes_cents
+CHECKOUT = "ws_CO_1"
+START = d.Start(
+    transaction_id="0193a000-0000-7000-8000-000000000001",
+    user_id="u1",
+    phone=PHONE,
+    deriv_login_id="CR100001",
+    quote=QUOTE,
+    callback_token="tok",
+)
+
+
+class Flow:
+    """Feeds inputs through decide/evolve/react and keeps what happened."""
+
+    def __init__(self) -> None:
+        self.state = d.DepositState()
+        self.events: list[d.DepositEvent] = []
+        self.commands: list[Command] = []
+        self.now_ms = 0
+
+    def feed(self, *inputs: Input) -> list[Command]:
+        new: list[Command] = []
+        for item in inputs:
+            self.now_ms += 1000
+            for event in d.decide(self.state, item, self.now_ms, TIMINGS):
+                before = self.state
+                self.state = d.evolve(before, event)
+                self.events.append(event)
+                new += d.react(before, event, self.state, TIMINGS)
+        self.commands += new
+        return new
+
+    def replayed(self) -> d.DepositState:
+        state = d.DepositState()
+        for event in self.events:
+            state = d.evolve(state, event)
+        return state
+
+    def postings(self) -> list[str]:
+        return [c.posting.name for c in self.commands if isinstance(c, PostLedger)]
+
+    @property
+    def reference(self) -> str:
+        assert self.state.deriv_reference is not None
+        return self.state.deriv_reference
+
+
+def paid_flow() -> Flow:
+    flow = Flow()
+    flow.feed(START, StkPushAccepted("m1", CHECKOUT))
+    flow.feed(StkCallback(CHECKOUT, "0", "ok", "RCPT1", KES, PHONE))
+    flow.feed(StkQueryResult(CHECKOUT, "0"))
+    return flow
+
+
+def test_the_happy_path_credits_deriv_once_and_books_every_cent() -> None:
+    flow = Flow()
+    commands = flow.feed(START)
+    assert isinstance(commands[0], StartStkPush)
+    assert commands[0].amount_kes == KES // 100 and commands[0].account_reference.startswith("PP")
+    assert flow.state.status is Status.PENDING
+    flow.feed(StkPushAccepted("m1", CHECKOUT))
+    assert flow.state.status is Status.AWAITING_MPESA_CALLBACK
+    commands = flow.feed(StkCallback(CHECKOUT, "0", "ok", "RCPT1", KES, PHONE))
+    assert [type(c) for c in commands] == [QueryStk]  # a callback is only a hint
+    assert flow.state.status is Status.AWAITING_MPESA_CALLBACK
+    commands = flow.feed(StkQueryResult(CHECKOUT, "0"))
+    assert flow.state.status is Status.AWAITING_DERIV_CONFIRMATION
+    credit = [c for c in commands if isinstance(c, CreditDeriv)]
+    assert credit == [CreditDeriv("CR100001", 1001, flow.reference)]
+    flow.feed(DerivCredited(flow.reference, 777))
+    assert flow.state.status is Status.COMPLETED
+    assert flow.state.deriv_transaction_id == 777
+    assert flow.postings() == ["mpesa_collected", "fx_conversion", "deriv_float_paid"]
+    assert [h.status for h in flow.state.history] == [
+        Status.PENDING, Status.AWAITING_MPESA_CALLBACK,
+        Status.AWAITING_DERIV_CONFIRMATION, Status.COMPLETED,
+    ]
+    fx = next(c.posting for c in flow.commands if isinstance(c, PostLedger)
+              and c.posting.name == "fx_conversion")
+    kes_out = sum(leg.amount_cents for leg in fx.legs if leg.currency is Currency.KES)
+    assert kes_out == KES  # all of the collected shillings are accounted for
+
+
+@pytest.mark.parametrize(
+    ("code", "failure"),
+    [("1032", "mpesa_cancelled"), ("1", "mpesa_insufficient_funds"),
+     ("2001", "mpesa_wrong_pin"), ("1037", "mpesa_timeout"), ("9999", "mpesa_failed")],
+)
+def test_an_unpaid_prompt_fails_and_releases_the_float(code: str, failure: str) -> None:
+    flow = Flow()
+    flow.feed(START, StkPushAccepted("m1", CHECKOUT), StkCallback(CHECKOUT, code, "no"))
+    assert flow.state.status is Status.FAILED
+    assert flow.state.failure is not None and flow.state.failure.code == failure
+    assert flow.postings() == ["deriv_float_released"]
+    assert not any(isinstance(c, CreditDeriv) for c in flow.commands)
+
+
+def test_duplicate_and_late_callbacks_change_nothing() -> None:
+    flow = paid_flow()
+    flow.feed(DerivCredited(flow.reference, 1))
+    events = len(flow.events)
+    for late in (StkCallback(CHECKOUT, "0", "ok", "RCPT1", KES, PHONE),
+                 StkCallback(CHECKOUT, "1032", "cancelled"), StkQueryResult(CHECKOUT, "0"),
+                 DerivCredited(flow.reference, 2)):
+        assert flow.feed(late) == []
+    assert len(flow.events) == events
+    assert flow.state.deriv_transaction_id == 1
+
+
+def test_a_callback_for_another_checkout_or_amount_is_ignored() -> None:
+    flow = Flow()
+    flow.feed(START, StkPushAccepted("m1", CHECKOUT))
+    assert flow.feed(StkCallback("ws_CO_other", "0", "ok", "R", KES, PHONE)) == []
+    assert flow.feed(StkCallback(CHECKOUT, "0", "ok", "R", KES + 100, PHONE)) == []
+    assert flow.feed(StkCallback(CHECKOUT, "0", "ok", "R", KES, "254700000000")) == []
+    assert flow.state.status is Status.AWAITING_MPESA_CALLBACK and not flow.state.paid_claimed
+
+
+def test_no_callback_at_all_is_settled_by_querying() -> None:
+    flow = Flow()
+    flow.feed(START, StkPushAccepted("m1", CHECKOUT))
+    commands = flow.feed(Deadline("stk"))
+    assert [type(c).__name__ for c in commands] == ["QueryStk", "SetTimer"]
+    flow.feed(StkQueryResult(CHECKOUT, None))  # 4999 still processing, or a 500
+    assert flow.state.status is Status.AWAITING_MPESA_CALLBACK
+    flow.feed(Deadline("stk"), StkQueryResult(CHECKOUT, "0"))
+    assert flow.state.status is Status.AWAITING_DERIV_CONFIRMATION
+
+
+def test_a_query_that_never_answers_ends_in_review_with_no_money_moved() -> None:
+    flow = Flow()
+    flow.feed(START, StkPushAccepted("m1", CHECKOUT))
+    for _ in range(TIMINGS.stk_queries_max + 1):
+        flow.feed(Deadline("stk"), StkQueryResult(CHECKOUT, None))
+    assert flow.state.status is Status.NEEDS_REVIEW
+    assert not flow.state.in_suspense
+    assert "suspense_in" not in flow.postings()
+
+
+def test_a_callback_that_disagrees_with_the_query_needs_review() -> None:
+    flow = Flow()
+    flow.feed(START, StkPushAccepted("m1", CHECKOUT))
+    flow.feed(StkCallback(CHECKOUT, "0", "ok", "R", KES, PHONE), StkQueryResult(CHECKOUT, "1032"))
+    assert flow.state.status is Status.NEEDS_REVIEW
+
+
+def test_a_lost_stk_response_is_recovered_from_the_callback() -> None:
+    flow = Flow()
+    flow.feed(START, StkPushUnknown("read timeout"))
+    assert flow.state.status is Status.PENDING
+    flow.feed(StkCallback(CHECKOUT, "0", "ok", "R", KES, PHONE))
+    assert flow.state.checkout_request_id == CHECKOUT
+    flow.feed(StkQueryResult(CHECKOUT, "0"))
+    assert flow.state.status is Status.AWAITING_DERIV_CONFIRMATION
+
+
+def test_a_lost_stk_response_and_no_callback_needs_review() -> None:
+    flow = Flow()
+    flow.feed(START, StkPushUnknown("read timeout"), Deadline("stk"))
+    assert flow.state.status is Status.NEEDS_REVIEW
+    assert not flow.state.in_suspense
+
+
+def test_a_rejected_stk_push_fails() -> None:
+    flow = Flow()
+    flow.feed(START, StkPushRejected("400.002.02", "Invalid Amount"))
+    assert flow.state.status is Status.FAILED
+    assert flow.state.failure is not None and flow.state.failure.code == "mpesa_rejected"
+
+
+def test_deriv_refusal_after_payment_refunds_by_b2c() -> None:
+    flow = paid_flow()
+    commands = flow.feed(DerivRejected(flow.reference, "PaymentAgentTransferError", "nope"))
+    assert flow.state.status is Status.REVERSING
+    payout = next(c for c in commands if isinstance(c, PayB2C))
+    assert payout.amount_kes == KES // 100
+    originator = payout.originator_conversation_id
+    flow.feed(B2CAccepted(originator, "AG_1"))
+    flow.feed(B2CResult(originator, "0", "ok", "RFND1", KES))
+    assert flow.state.status is Status.REVERSED
+    assert flow.postings() == ["mpesa_collected", "deriv_float_released", "mpesa_refunded"]
+    assert [c for c in flow.commands if isinstance(c, PayB2C)] == [payout]  # exactly one payout
+
+
+def test_a_duplicate_originator_rejection_is_settled_by_a_status_query() -> None:
+    flow = paid_flow()
+    flow.feed(DerivRejected(flow.reference, "PaymentAgentTransferError", "nope"))
+    originator = flow.state.refund_originator_id
+    assert originator is not None
+    commands = flow.feed(B2CRejected(originator, "500.002.1001", "Duplicate"))
+    assert [type(c) for c in commands] == [QueryB2C]
+    flow.feed(B2CResult(originator, "0", "ok", "R", KES, from_status_query=True))
+    assert flow.state.status is Status.REVERSED
+
+
+def test_socket_drop_during_the_credit_is_reconciled_when_the_transfer_is_found() -> None:
+    flow = paid_flow()
+    commands = flow.feed(DerivUnknown(flow.reference, "socket closed"))
+    assert [type(c) for c in commands][0] is FindDerivTransfer
+    flow.feed(DerivLookup(flow.reference, 4242))
+    assert flow.state.status is Status.COMPLETED
+    assert flow.state.deriv_transaction_id == 4242
+    assert sum(isinstance(c, CreditDeriv) for c in flow.commands) == 1  # never resent
+
+
+def test_a_credit_that_provably_never_happened_is_retried_with_a_new_reference() -> None:
+    flow = paid_flow()
+    first = flow.reference
+    flow.feed(DerivUnknown(first, "socket closed"))
+    for _ in range(TIMINGS.deriv_lookups_max):
+        flow.feed(Deadline("deriv_lookup"), DerivLookup(first, None))
+    second = flow.reference
+    assert second != first and second.endswith("attempt 2")
+    credits = [c for c in flow.commands if isinstance(c, CreditDeriv)]
+    assert [c.reference for c in credits] == [first, second]
+    assert flow.feed(DerivLookup(first, 99)) == []  # news about the old attempt is ignored
+    flow.feed(DerivCredited(second, 5))
+    assert flow.state.status is Status.COMPLETED
+
+
+def test_unknown_after_every_attempt_needs_review_with_the_money_in_suspense() -> None:
+    flow = paid_flow()
+    for _ in range(TIMINGS.deriv_attempts_max):
+        ref = flow.reference
+        flow.feed(DerivUnknown(ref, "drop"))
+        for _ in range(TIMINGS.deriv_lookups_max):
+            flow.feed(Deadline("deriv_lookup"), DerivLookup(ref, None))
+    assert flow.state.status is Status.NEEDS_REVIEW
+    assert flow.state.in_suspense
+    assert flow.postings()[-1] == "suspense_in"
+
+
+def test_operator_resolution_rules() -> None:
+    flow = paid_flow()
+    ref = flow.reference
+    flow.feed(DerivUnknown(ref, "drop"))
+    flow.state = d.evolve(flow.state, d.ReviewNeeded(0, "test"))
+    with pytest.raises(ResolveRefused, match="cannot fail"):
+        d.decide(flow.state, Resolve("fail", "x", "op"), 0, TIMINGS)
+    with pytest.raises(ResolveRefused, match="unknown action"):
+        d.decide(flow.state, Resolve("shrug", "x", "op"), 0, TIMINGS)
+    commands = flow.feed(Resolve("complete", "seen on Deriv statement", "op@penpay"))
+    assert flow.state.status is Status.COMPLETED
+    assert [c.posting.name for c in commands if isinstance(c, PostLedger)] == [
+        "suspense_out", "fx_conversion", "deriv_float_paid",
+    ]
+    with pytest.raises(ResolveRefused, match="not NEEDS_REVIEW"):
+        d.decide(flow.state, Resolve("reverse", "x", "op"), 0, TIMINGS)
+
+
+def test_start_is_idempotent() -> None:
+    flow = Flow()
+    flow.feed(START)
+    assert flow.feed(START) == []
+
+
+def test_recovery_never_resends_a_deriv_credit() -> None:
+    flow = paid_flow()
+    events, commands = d.recover(flow.state, flow.now_ms, TIMINGS)
+    assert [type(e) for e in events] == [d.DerivCreditUnknown]
+    assert not any(isinstance(c, CreditDeriv) for c in commands)
+    state = d.evolve(flow.state, events[0])
+    follow_up = d.react(flow.state, events[0], state, TIMINGS)
+    assert any(isinstance(c, FindDerivTransfer) for c in follow_up)
+
+
+def test_recovery_resends_a_refund_with_the_same_originator_id() -> None:
+    flow = paid_flow()
+    flow.feed(DerivRejected(flow.reference, "PaymentAgentTransferError", "nope"))
+    first = next(c for c in flow.commands if isinstance(c, PayB2C))
+    _, commands = d.recover(flow.state, flow.now_ms, TIMINGS)
+    again = next(c for c in commands if isinstance(c, PayB2C))
+    assert again == first  # Daraja refuses a duplicate OriginatorConversationID
+
+
+# --------------------------------------------------------------- property test
+
+
+def _inputs(reference: str, originator: str | None) -> st.SearchStrategy[Input]:
+    refs = st.sampled_from([reference, "PenPay deposit other attempt 1"])
+    oid = st.sampled_from([originator or "none", "other"])
+    return st.one_of(
+        st.builds(StkPushAccepted, st.just("m"), st.sampled_from([CHECKOUT, "ws_CO_x"])),
+        st.builds(StkPushRejected, st.just("400.002.02"), st.just("bad")),
+        st.builds(StkPushUnknown, st.just("timeout")),
+        st.builds(
+            StkCallback, st.sampled_from([CHECKOUT, "ws_CO_x"]),
+            st.sampled_from(["0", "1032", "1", "2001", "1037"]), st.just("d"), st.just("R"),
+            st.sampled_from([KES, KES + 100]), st.sampled_from([PHONE, "254700000000"]),
+        ),
+        st.builds(StkQueryResult, st.just(CHECKOUT), st.sampled_from([None, "0", "1032"])),
+        st.builds(Deadline, st.sampled_from(["stk", "deriv_lookup", "b2c"])),
+        st.builds(DerivCredited, refs, st.integers(1, 5)),
+        st.builds(DerivRejected, refs, st.just("PaymentAgentTransferError"), st.just("no")),
+        st.builds(DerivUnknown, refs, st.just("drop")),
+        st.builds(DerivLookup, refs, st.sampled_from([None, 9])),
+        st.builds(B2CAccepted, oid, st.just("AG")),
+        st.builds(B2CRejected, oid, st.sampled_from(["500.002.1001", "400.002.02"]), st.just("x")),
+        st.builds(
+            B2CResult, oid, st.sampled_from([None, "0", "1"]), st.just(""), st.just("R"),
+            st.just(KES), st.booleans(),
+        ),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_sequence_of_inputs_keeps_the_invariants(data: Any) -> None:
+    flow = Flow()
+    flow.feed(START)
+    terminal_at: int | None = None
+    for _ in range(data.draw(st.integers(0, 40))):
+        originator = flow.state.refund_originator_id
+        reference = flow.state.deriv_reference or "PenPay deposit x attempt 1"
+        item = data.draw(_inputs(reference, originator))
+        before = flow.state
+        flow.feed(item)
+        if before.status in (Status.COMPLETED, Status.FAILED, Status.REVERSED):
+            assert flow.state == before, "a terminal transaction changed"
+            terminal_at = terminal_at or len(flow.events)
+    postings = Counter(flow.postings())
+    # Each ledger step is issued at most once (re-issue only happens on recovery).
+    assert all(n == 1 for n in postings.values()), postings
+    assert not (postings["deriv_float_paid"] and postings["deriv_float_released"])
+    credits = [c for c in flow.commands if isinstance(c, CreditDeriv)]
+    assert len({c.reference for c in credits}) == len(credits) <= TIMINGS.deriv_attempts_max
+    if credits:
+        assert postings["mpesa_collected"] == 1  # no Deriv credit without M-Pesa money
+    payouts = {c.originator_conversation_id for c in flow.commands if isinstance(c, PayB2C)}
+    assert len(payouts) <= 1  # one refund identity, however often it is (safely) resent
+    if flow.state.status is Status.COMPLETED:
+        assert postings["fx_conversion"] == 1 and postings["deriv_float_paid"] == 1
+    if flow.state.status is Status.REVERSED:
+        assert postings["mpesa_refunded"] == 1 and not postings["deriv_float_paid"]
+    if flow.state.status is Status.FAILED:
+        assert not postings["mpesa_collected"]
+    assert flow.replayed() == flow.state
+    holds = [c.posting for c in flow.commands if isinstance(c, PostLedger)]
+    assert all(p.kind is not PostingKind.HOLD for p in holds)  # the hold is taken before Start
