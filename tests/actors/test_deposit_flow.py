@@ -247,7 +247,7 @@ def test_a_duplicate_originator_rejection_is_settled_by_a_status_query() -> None
 def test_socket_drop_during_the_credit_is_reconciled_when_the_transfer_is_found() -> None:
     flow = paid_flow()
     commands = flow.feed(DerivUnknown(flow.reference, "socket closed"))
-    assert [type(c) for c in commands][0] is FindDerivTransfer
+    assert isinstance(commands[0], FindDerivTransfer)
     flow.feed(DerivLookup(flow.reference, 4242))
     assert flow.state.status is Status.COMPLETED
     assert flow.state.deriv_transaction_id == 4242
