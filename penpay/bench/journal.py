@@ -122,11 +122,15 @@ async def _phase(
     batch_events_max: int,
     batch_window_ms: float,
     rate_events_per_s: float | None = None,
+    writer_connections: int = 1,
 ) -> tuple[float, float]:
     """Drive ACTORS actors for ``duration_s``; return (events/s, p99 append ms)."""
     config = EngineConfig(passivate_after_s=None, mailbox_capacity=16)
     async with open_pg_journal(
-        db, batch_events_max=batch_events_max, batch_window_ms=batch_window_ms
+        db,
+        batch_events_max=batch_events_max,
+        batch_window_ms=batch_window_ms,
+        writer_connections=writer_connections,
     ) as pg:
         journal = _TimedJournal(pg)
         async with open_actor_system(config=config, journal=journal) as system:

@@ -111,8 +111,10 @@ class PgJournal:
         batch_timeout_s: float = 30.0,
         reconnect_backoff_min_s: float = 0.05,
         reconnect_backoff_max_s: float = 5.0,
+        writer_connections: int = 1,
     ) -> None:
         assert batch_events_max >= 1, batch_events_max
+        assert writer_connections >= 1, writer_connections
         assert batch_window_ms >= 0, batch_window_ms
         self._db = db
         self.batch_events_max = batch_events_max
@@ -122,7 +124,7 @@ class PgJournal:
         self.reconnect_backoff_max_s = reconnect_backoff_max_s
         self._send, self._recv = trio.open_memory_channel[_Append](queue_requests_max)
         self._deferred: deque[_Append] = deque()
-        self._conn: Connection | None = None
+        self.writer_connections = writer_connections
         self._committed = trio.Event()
         #: Batches committed and events written; for metrics and benchmarks.
         self.batches_committed = 0
@@ -248,20 +250,17 @@ class PgJournal:
         self._deferred.extendleft(reversed(carried))
         return batch
 
-    async def _connection(self) -> Connection:
-        """The writer's connection, (re)connecting once if needed."""
-        if self._conn is None or self._conn.is_closed():
-            try:
-                conn = await self._db.connect(application_name=WRITER_APPLICATION_NAME)
-                # Durability is the point of the journal, whatever the server default.
-                await conn.execute("SET synchronous_commit = on")
-            except DatabaseError as exc:
-                raise JournalUnavailable(f"journal writer cannot connect: {exc}") from exc
-            log.info("journal writer connected")
-            self._conn = conn
-        return self._conn
+    async def _connect(self) -> Connection:
+        try:
+            conn = await self._db.connect(application_name=WRITER_APPLICATION_NAME)
+            # Durability is the point of the journal, whatever the server default.
+            await conn.execute("SET synchronous_commit = on")
+        except DatabaseError as exc:
+            raise JournalUnavailable(f"journal writer cannot connect: {exc}") from exc
+        log.info("journal writer connected")
+        return conn
 
-    async def _write(self, batch: list[_Append]) -> None:
+    async def _write(self, conn: Connection, batch: list[_Append]) -> None:
         ids: list[str] = []
         expected: list[int] = []
         e_req: list[int] = []
@@ -276,7 +275,6 @@ class PgJournal:
                 types.append(record.type)
                 versions.append(record.version)
                 payloads.append(record.payload)
-        conn = await self._connection()
         rows: list[Record] | None = None
         with trio.move_on_after(self.batch_timeout_s):
             rows = await conn.fetch(_APPEND_BATCH, ids, expected, e_req, types, versions, payloads)
@@ -297,45 +295,62 @@ class PgJournal:
         self._committed.set()
         self._committed = trio.Event()
 
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
+    @staticmethod
+    async def _drop(conn: Connection | None) -> None:
         if conn is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await conn.aclose()
 
-    async def run_writer(self) -> None:
-        """The writer loop; returns once the journal is closed and drained."""
+    async def _writer_loop(self) -> None:
+        """One writer connection: take a batch, commit it, repeat until closed.
+
+        Several loops run at once so that one batch is being built and sent
+        while another commits; the journal_head lock still commits them one
+        at a time, in position order.
+        """
+        conn: Connection | None = None
         backoff_s = self.reconnect_backoff_min_s
-        while True:
-            batch = await self._next_batch()
-            if batch is None:
-                break
-            if not batch:
-                continue
-            try:
-                await self._write(batch)
-                backoff_s = self.reconnect_backoff_min_s
-            except (DatabaseError, JournalUnavailable) as exc:
-                unknown = isinstance(exc, ConnectionLost)
-                message = (
-                    f"journal connection lost before the commit was confirmed: {exc}"
-                    if unknown
-                    else f"journal append failed, nothing committed: {exc}"
-                )
-                for request in batch:
-                    if not request.done.is_set():
-                        request.fail(JournalUnavailable(message))
-                log.error("%s (batch of %d appends)", message, len(batch))
-                if unknown or isinstance(exc, JournalUnavailable):
-                    await self._drop_connection()
-                    await trio.sleep(backoff_s)
-                    backoff_s = min(backoff_s * 2, self.reconnect_backoff_max_s)
-            except BaseException as exc:
-                for request in batch:
-                    if not request.done.is_set():
-                        request.fail(JournalUnavailable(f"journal writer stopped: {exc!r}"))
-                raise
-        await self._drop_connection()
+        try:
+            while True:
+                batch = await self._next_batch()
+                if batch is None:
+                    return
+                if not batch:
+                    continue
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await self._connect()
+                    await self._write(conn, batch)
+                    backoff_s = self.reconnect_backoff_min_s
+                except (DatabaseError, JournalUnavailable) as exc:
+                    unknown = isinstance(exc, ConnectionLost)
+                    message = (
+                        f"journal connection lost before the commit was confirmed: {exc}"
+                        if unknown
+                        else f"journal append failed, nothing committed: {exc}"
+                    )
+                    for request in batch:
+                        if not request.done.is_set():
+                            request.fail(JournalUnavailable(message))
+                    log.error("%s (batch of %d appends)", message, len(batch))
+                    if unknown or isinstance(exc, JournalUnavailable):
+                        await self._drop(conn)
+                        conn = None
+                        await trio.sleep(backoff_s)
+                        backoff_s = min(backoff_s * 2, self.reconnect_backoff_max_s)
+                except BaseException as exc:
+                    for request in batch:
+                        if not request.done.is_set():
+                            request.fail(JournalUnavailable(f"journal writer stopped: {exc!r}"))
+                    raise
+        finally:
+            await self._drop(conn)
+
+    async def run_writer(self) -> None:
+        """The writer loops; returns once the journal is closed and drained."""
+        async with trio.open_nursery() as nursery:
+            for slot in range(self.writer_connections):
+                nursery.start_soon(self._writer_loop, name=f"penpay.storage.journal.writer-{slot}")
 
     def close(self) -> None:
         """Refuse new appends; the writer finishes what is queued, then returns."""
