@@ -10,7 +10,15 @@ async def test_pending_then_post(autojump_clock: trio.abc.Clock) -> None:
     async with open_ledger() as ledger:
         await fund(ledger)
         r = await ledger.create_transfers(
-            [transfer("p1", "customer_in_transit_kes", "mpesa_float", 0 + 50_000, kind=TransferKind.PENDING)]
+            [
+                transfer(
+                    "p1",
+                    "customer_in_transit_kes",
+                    "mpesa_float",
+                    0 + 50_000,
+                    kind=TransferKind.PENDING,
+                )
+            ]
         )
         assert r.codes == [ResultCode.EXCEEDS_CREDITS], r
         r = await ledger.create_transfers(
