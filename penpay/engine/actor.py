@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
@@ -92,6 +93,16 @@ class Actor:
         state and re-scheduled from it in :meth:`on_start`.
         """
         return self.system._schedule(self, delay_s, message)
+
+    def start_task(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` concurrently with this actor's mailbox.
+
+        For work that must not hold up the next message (an HTTP call to
+        M-Pesa, a Deriv request). The task belongs to this activation: it is
+        cancelled when the actor stops, passivates or restarts, and an
+        exception in it crashes the actor (it goes to the supervisor).
+        """
+        self.system._start_task(self, fn, *args)
 
     def introspect(self) -> Any:
         """State shown to operators; by default a ``state`` struct if there is one."""

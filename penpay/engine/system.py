@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from typing import Any, Final, TypeVar
@@ -122,6 +122,7 @@ class _Envelope:
 
 _PASSIVATE: Final = object()  # sentinel sent by the sweeper
 _INSPECT: Final = object()  # sentinel asking for introspect()
+_TASK_FAILED: Final = object()  # sentinel: a task of this actor raised
 
 
 class Timer:
@@ -160,6 +161,10 @@ class _Activation:
         "restarts",
         "send",
         "status",
+        "generation",
+        "task_error",
+        "task_scopes",
+        "tasks",
         "timers",
     )
 
@@ -181,6 +186,10 @@ class _Activation:
         self.instance: Actor | None = None
         self.timers: set[Timer] = set()
         self.current: _Envelope | None = None
+        self.task_scopes: set[trio.CancelScope] = set()
+        self.generation = 0  # bumped when an instance goes; stale tasks then stay quiet
+        self.tasks = 0
+        self.task_error: BaseException | None = None
 
     def depth(self) -> int:
         return self.recv.statistics().current_buffer_used
@@ -411,6 +420,11 @@ class ActorSystem:
                 if self._idle_for_passivation(act, trio.current_time()):
                     return
                 continue
+            if message is _TASK_FAILED:
+                error, act.task_error = act.task_error, None
+                if error is not None:
+                    raise error
+                continue
             if message is _INSPECT:
                 assert env.reply is not None
                 try:
@@ -492,8 +506,47 @@ class ActorSystem:
             log.exception("%s.on_failure raised", type(instance).__name__)
 
     def _cancel_timers(self, act: _Activation) -> None:
+        """Cancel everything the current instance left running: timers and tasks."""
         for timer in list(act.timers):
             timer.cancel()
+        for scope in act.task_scopes:
+            scope.cancel()
+        act.task_scopes.clear()
+        act.generation += 1
+
+    def _start_task(
+        self, instance: Actor, fn: Callable[..., Awaitable[Any]], *args: Any
+    ) -> None:
+        act = self._live.get((type(instance), instance.key))
+        if act is None or act.instance is not instance:
+            raise ActorStopped(f"{instance.ref.address}: cannot start a task from a stopped actor")
+        scope = trio.CancelScope()
+        act.task_scopes.add(scope)
+        self._nursery.start_soon(self._run_task, act, scope, act.generation, fn, args)
+
+    async def _run_task(
+        self,
+        act: _Activation,
+        scope: trio.CancelScope,
+        generation: int,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+    ) -> None:
+        act.tasks += 1
+        try:
+            with scope:
+                await fn(*args)
+        except Exception as exc:
+            # A failed task is a crash of its actor: hand it to the supervisor
+            # through the mailbox, so it is handled in order with messages.
+            log.warning("task of %s failed: %r", act.ref.address, exc)
+            if act.instance is not None and generation == act.generation:
+                act.task_error = exc
+                with suppress(trio.WouldBlock, trio.ClosedResourceError):
+                    act.send.send_nowait(_Envelope(_TASK_FAILED, None))
+        finally:
+            act.tasks -= 1
+            act.task_scopes.discard(scope)
 
     def _deregister(self, act: _Activation) -> None:
         if self._live.get((act.kind, act.key)) is act:
@@ -541,6 +594,7 @@ class ActorSystem:
             after is not None
             and not act.processing
             and not act.timers
+            and not act.tasks
             and now - act.last_activity >= after
             and act.depth() == 0
         )
@@ -633,7 +687,7 @@ class ActorSystem:
         for act in self._live.values():
             if act.status is ActorStatus.FAILED:
                 continue
-            if act.status is not ActorStatus.RUNNING or act.processing:
+            if act.status is not ActorStatus.RUNNING or act.processing or act.tasks:
                 return False
             stats = act.recv.statistics()
             if stats.current_buffer_used or stats.tasks_waiting_send:

@@ -369,3 +369,51 @@ async def test_one_hundred_thousand_actors_can_be_activated(
         await settle(system)
         assert system.live_count == 100_000
         assert await system.ref(Recorder, "99999").ask(GetItems()) == ["x"]
+
+
+class _Worker(Recorder):
+    """Starts background work that reports back through its own mailbox."""
+
+    kind = "worker"
+
+    async def receive(self, message: object) -> object:
+        if isinstance(message, Append) and message.item.startswith("job:"):
+            self.start_task(self._job, message.item.removeprefix("job:"))
+            return "started"
+        if isinstance(message, Append) and message.item == "explode":
+            self.start_task(self._explode)
+            return "started"
+        return await super().receive(message)
+
+    async def _job(self, name: str) -> None:
+        await trio.sleep(10)
+        await self.ref.tell(Append(f"done:{name}"))
+
+    async def _explode(self) -> None:
+        await trio.sleep(1)
+        raise RuntimeError("task blew up")
+
+
+async def test_actor_tasks_run_beside_the_mailbox(autojump_clock: trio.abc.Clock) -> None:
+    async with open_test_system() as system:
+        ref = system.ref(_Worker, "w")
+        assert await ref.ask(Append("job:a")) == "started"
+        assert await ref.ask(Append("job:b")) == "started"
+        assert await ref.ask(GetItems()) == []  # the mailbox is not held up
+        assert not system.is_idle()  # tasks in flight count as work
+        await settle(system)
+        assert sorted(await ref.ask(GetItems())) == ["done:a", "done:b"]
+
+
+async def test_a_failing_task_crashes_its_actor_and_a_restart_cancels_tasks(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_test_system(config=EngineConfig(supervision=FAST_RESTARTS)) as system:
+        ref = system.ref(_Worker, "w")
+        await ref.ask(Append("job:slow"))  # would finish at t=10
+        await ref.ask(Append("explode"))  # fails at t=1 and crashes the actor
+        await trio.sleep(20)
+        await settle(system)
+        info = system.info(_Worker, "w")
+        assert info is not None and info.restarts == 1
+        assert await ref.ask(GetItems()) == []  # the slow job was cancelled with its instance
