@@ -1,0 +1,155 @@
+"""A message-oriented duplex connection, over a real WebSocket or in memory.
+
+The Deriv client and the Deriv sandbox both speak through
+:class:`MessageConnection`, so the same session code runs over
+``trio_websocket`` (integration tests, production) and over a pair of trio
+memory channels (deterministic simulation under ``MockClock``).
+
+A *connector* is a zero-argument callable returning an async context manager
+that yields a connected :class:`MessageConnection` and closes it on exit.
+The context-manager shape keeps trio's structured concurrency intact: the
+WebSocket's background reader lives exactly as long as the ``async with``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Protocol
+
+import trio
+import trio_websocket
+
+from penpay.errors import PenPayError
+
+
+class TransportClosed(PenPayError):
+    """The connection is closed (by either side); no more messages flow.
+
+    ``reason`` is a short human string (close code and reason when known).
+    """
+
+    def __init__(self, reason: str = "connection closed") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MessageConnection(Protocol):
+    """A duplex stream of text messages."""
+
+    async def send_message(self, message: str) -> None:
+        """Send one message; raises :class:`TransportClosed` if closed."""
+
+    async def get_message(self) -> str:
+        """Wait for the next message; raises :class:`TransportClosed` when closed."""
+
+    async def aclose(self) -> None:
+        """Close both directions; idempotent."""
+
+
+Connector = Callable[[], AbstractAsyncContextManager[MessageConnection]]
+
+
+class WebSocketMessageConnection:
+    """Adapter over :class:`trio_websocket.WebSocketConnection`.
+
+    trio_websocket serialises concurrent senders itself (a FIFO lock on the
+    stream), so this adapter needs no lock of its own.
+    """
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+
+    async def send_message(self, message: str) -> None:
+        try:
+            await self._ws.send_message(message)
+        except trio_websocket.ConnectionClosed as exc:
+            raise TransportClosed(_describe(exc)) from None
+
+    async def get_message(self) -> str:
+        try:
+            message = await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise TransportClosed(_describe(exc)) from None
+        if isinstance(message, bytes):
+            return message.decode("utf-8")
+        return message
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(5) as scope:
+            scope.shield = True
+            await self._ws.aclose()
+
+
+def _describe(exc: trio_websocket.ConnectionClosed) -> str:
+    reason = exc.reason
+    if reason is None:
+        return "websocket closed"
+    return f"websocket closed: {reason.code} {reason.name} {reason.reason or ''}".rstrip()
+
+
+class MemoryMessageConnection:
+    """One end of an in-memory pair: a send channel and a receive channel."""
+
+    def __init__(
+        self, send: trio.MemorySendChannel[str], receive: trio.MemoryReceiveChannel[str]
+    ) -> None:
+        self._send = send
+        self._receive = receive
+
+    async def send_message(self, message: str) -> None:
+        try:
+            await self._send.send(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise TransportClosed("peer closed the in-memory connection") from None
+
+    async def get_message(self) -> str:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise TransportClosed("peer closed the in-memory connection") from None
+
+    async def aclose(self) -> None:
+        await self._send.aclose()
+        await self._receive.aclose()
+
+
+def memory_pair(
+    buffer_messages: float = math.inf,
+) -> tuple[MemoryMessageConnection, MemoryMessageConnection]:
+    """Two connected ends; closing one makes the other see :class:`TransportClosed`.
+
+    The buffer is unbounded by default because a WebSocket's kernel buffers
+    decouple the two sides in the same way; pass a number to model back-pressure.
+    """
+    a_send, b_receive = trio.open_memory_channel[str](buffer_messages)
+    b_send, a_receive = trio.open_memory_channel[str](buffer_messages)
+    return MemoryMessageConnection(a_send, a_receive), MemoryMessageConnection(b_send, b_receive)
+
+
+def websocket_connector(url: str, *, connect_timeout_s: float = 10.0) -> Connector:
+    """A connector that opens a real WebSocket to ``url`` for each use.
+
+    Connection failures (refused, handshake rejected, timeout) surface as
+    :class:`TransportClosed`, the same exception as a later drop, so callers
+    have one failure to handle.
+    """
+
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[MessageConnection]:
+        async with AsyncExitStack() as stack:
+            try:
+                ws = await stack.enter_async_context(
+                    trio_websocket.open_websocket_url(
+                        url,
+                        message_queue_size=64,
+                        connect_timeout=connect_timeout_s,
+                        disconnect_timeout=5,
+                    )
+                )
+            except (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
+                raise TransportClosed(f"cannot connect to {url}: {exc!r}") from None
+            yield WebSocketMessageConnection(ws)
+
+    return connect
