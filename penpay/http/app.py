@@ -1,4 +1,4 @@
-"""The Starlette application: routes, error handling, security headers."""
+"""The Starlette application: routes, error handling, security headers, rate limits."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from penpay.http import admin, ops
+from penpay.http.auth import admin as identity_admin
+from penpay.http.auth import routes as identity
+from penpay.http.auth.guards import admin_only
 from penpay.http.headers import SecurityHeaders
 from penpay.http.problems import (
     Problem,
@@ -15,6 +18,7 @@ from penpay.http.problems import (
     problem_handler,
     unhandled_handler,
 )
+from penpay.http.ratelimit import RateLimitMiddleware
 from penpay.http.services import Services
 
 API = "/api/v1"
@@ -25,12 +29,26 @@ def create_app(services: Services) -> Starlette:
     routes = [
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
-        Route(f"{API}/admin/actors", admin.list_actors, methods=["GET"]),
-        Route(f"{API}/admin/actors/{{kind}}/{{key}}", admin.get_actor, methods=["GET"]),
+        # Identity.
+        Route(f"{API}/auth/register", identity.register, methods=["POST"]),
+        Route(f"{API}/auth/login", identity.login, methods=["POST"]),
+        Route(f"{API}/auth/refresh", identity.refresh, methods=["POST"]),
+        Route(f"{API}/auth/logout", identity.logout, methods=["POST"]),
+        Route(f"{API}/auth/jwks.json", identity.jwks, methods=["GET"]),
+        Route(f"{API}/me", identity.me, methods=["GET"]),
+        # Operators (role admin).
+        Route(f"{API}/admin/actors", admin_only(admin.list_actors), methods=["GET"]),
+        Route(
+            f"{API}/admin/actors/{{kind}}/{{key}}", admin_only(admin.get_actor), methods=["GET"]
+        ),
+        Route(f"{API}/admin/users/{{id}}/status", identity_admin.set_user_status, methods=["PUT"]),
+        Route(f"{API}/admin/audit", identity_admin.list_audit, methods=["GET"]),
+        Route(f"{API}/admin/audit/verify", identity_admin.verify_audit, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders)],
+        # Outermost first: security headers also land on 429s from the limiter.
+        middleware=[Middleware(SecurityHeaders), Middleware(RateLimitMiddleware)],
         exception_handlers={
             Problem: problem_handler,
             HTTPException: http_exception_handler,

@@ -7,6 +7,11 @@ from collections.abc import Callable
 import msgspec
 
 from penpay.engine import ActorSystem
+from penpay.http.auth.routes import LimitsProvider, default_limits
+from penpay.http.auth.service import AuthService
+from penpay.http.ratelimit import RateLimiter
+from penpay.storage.audit import AuditLog
+from penpay.storage.idempotency_keys import IdempotencyStore
 
 
 class Services(msgspec.Struct, kw_only=True):
@@ -15,3 +20,14 @@ class Services(msgspec.Struct, kw_only=True):
     system: ActorSystem
     #: name -> "is it up?"; ``/readyz`` answers 503 when any is False.
     readiness: dict[str, Callable[[], bool]] = msgspec.field(default_factory=dict)
+    #: Identity: users, tokens, passwords, PII keys. None: every authenticated
+    #: route answers 401 (and identity routes 503); nothing is ever let through.
+    auth: AuthService | None = None
+    #: The hash-chained audit log (``/admin/audit``); usually the one ``auth`` writes to.
+    audit: AuditLog | None = None
+    #: Idempotency-Key storage for ``@idempotent`` routes; None: those routes answer 503.
+    idempotency: IdempotencyStore | None = None
+    #: GCRA limiter; None: no limits are applied and no ``X-RateLimit-*`` headers are sent.
+    rate_limiter: RateLimiter | None = None
+    #: The user's deposit/withdrawal limits and today's usage, for ``GET /me``.
+    limits_for: LimitsProvider = default_limits
