@@ -1,0 +1,214 @@
+"""The transaction actor: the thin shell around a pure flow.
+
+For every input it asks the flow what happened (``decide``), makes those
+events durable (``persist``), and only then carries out what they call for
+(``react``): ledger postings, calls through the gateway actors, timers,
+notifications. Gateways answer with new inputs to this actor's mailbox, so
+one transaction's steps are strictly serialised while thousands of
+transactions run at once.
+
+After a restart, ``recover`` tells the shell what was in flight; a
+money-moving call whose answer was lost turns into a reconciliation query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import msgspec
+
+from penpay.actors import deposit
+from penpay.actors.saga import (
+    B2CResult,
+    B2CUnknown,
+    Command,
+    Deadline,
+    Input,
+    Notify,
+    Posting,
+    PostLedger,
+    ResolveRefused,
+    SagaTimings,
+    SetTimer,
+)
+from penpay.engine import ActorRef, EventCodec, EventSourcedActor, Rejection, Timer
+
+
+class LedgerPort(Protocol):
+    """What a transaction needs of the ledger; posting is idempotent by name."""
+
+    async def post(self, transaction_id: str, posting: Posting) -> None: ...
+
+
+class LedgerRefused(Rejection):
+    """The ledger would not admit a posting (e.g. the float cannot cover it)."""
+
+
+class TransactionRefused(Rejection):
+    """The request cannot become a transaction; nothing was created or held."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+class GatewayRequest(msgspec.Struct, frozen=True):
+    """A command for a gateway actor, and where to send its answer."""
+
+    command: Command
+    reply_kind: str
+    reply_key: str
+
+
+class GetState(msgspec.Struct, frozen=True):
+    """Ask for the transaction's current state."""
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A pure flow module, seen through the functions the shell calls."""
+
+    kind: str
+    state_type: type[msgspec.Struct]
+    events: Sequence[type[msgspec.Struct]]
+    decide: Callable[..., list[Any]]
+    evolve: Callable[[Any, Any], Any]
+    react: Callable[..., list[Command]]
+    recover: Callable[..., tuple[list[Any], list[Command]]]
+    #: The OriginatorConversationID of this transaction's B2C payout, if any.
+    payout_originator: Callable[[Any], str | None]
+
+
+@dataclass
+class SagaDeps:
+    """Everything a transaction actor talks to, injected by the server or a test."""
+
+    ledger: LedgerPort
+    #: The gateway actor that carries out a command (M-Pesa or Deriv).
+    gateway_for: Callable[[Command], ActorRef]
+    timings: SagaTimings = field(default_factory=SagaTimings)
+    #: Called after every status change with (kind, state); feeds read models.
+    observe: Callable[[str, Any], None] = lambda kind, state: None
+
+
+class TransactionActor(EventSourcedActor[Any]):
+    """Shared shell; :class:`DepositActor` and :class:`WithdrawalActor` pick the flow."""
+
+    flow: ClassVar[Flow]
+
+    def __init__(self, deps: SagaDeps) -> None:
+        self.deps = deps
+        self._timers: dict[str, Timer] = {}
+        self._secret_for_first_call: str | None = None
+
+    def initial_state(self) -> Any:
+        return self.flow.state_type()
+
+    def apply(self, state: Any, event: Any) -> Any:
+        return self.flow.evolve(state, event)
+
+    async def on_recovered(self) -> None:
+        events, commands = self.flow.recover(
+            self.state, self.clock.now_ms(), self.deps.timings
+        )
+        await self._commit(events)
+        await self._carry_out(commands)
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, GetState):
+            return self.state
+        if not isinstance(message, Input):
+            raise TypeError(f"{self.ref.address} cannot handle {type(message).__name__}")
+        message = self._addressed(message)
+        await self.before_decide(message)
+        try:
+            events = self.flow.decide(
+                self.state, message, self.clock.now_ms(), self.deps.timings
+            )
+        except ResolveRefused as exc:
+            raise TransactionRefused("resolve_refused", str(exc)) from None
+        await self._commit(events)
+        return self.state
+
+    def _addressed(self, message: Input) -> Input:
+        """Callbacks are routed by their URL token, which already names this
+        transaction; the payout id they carry may not be ours (protocols.md
+        1.5), so it is taken from state."""
+        if isinstance(message, B2CResult | B2CUnknown) and not message.originator_conversation_id:
+            originator = self.flow.payout_originator(self.state) or ""
+            return msgspec.structs.replace(message, originator_conversation_id=originator)
+        return message
+
+    async def before_decide(self, message: Input) -> None:
+        """A hook for work that must precede the first event (e.g. a ledger hold)."""
+
+    async def _commit(self, events: list[Any]) -> None:
+        """Persist ``events``, then carry out what each of them calls for."""
+        if not events:
+            return
+        states = [self.state]
+        for event in events:
+            states.append(self.flow.evolve(states[-1], event))
+        await self.persist(*events)
+        commands: list[Command] = []
+        for before, event, after in zip(states, events, states[1:], strict=False):
+            commands += self.flow.react(before, event, after, self.deps.timings)
+        await self._carry_out(commands)
+
+    async def _carry_out(self, commands: list[Command]) -> None:
+        for command in commands:
+            match command:
+                case PostLedger(posting):
+                    await self.deps.ledger.post(self.key, posting)
+                case SetTimer(name, at_ms):
+                    self._arm(name, at_ms)
+                case Notify():
+                    self.deps.observe(self.kind, self.state)
+                case _:
+                    command = self.fill_secret(command)
+                    request = GatewayRequest(command, self.kind, self.key)
+                    await self.deps.gateway_for(command).tell(request)
+
+    def fill_secret(self, command: Command) -> Command:
+        """A hook to add a credential kept only in memory to an outgoing command."""
+        return command
+
+    def _arm(self, name: str, at_ms: int) -> None:
+        previous = self._timers.pop(name, None)
+        if previous is not None:
+            previous.cancel()
+        delay_s = max(at_ms - self.clock.now_ms(), 0) / 1000
+        self._timers[name] = self.schedule(delay_s, Deadline(name))
+
+
+class FloatUnavailable(TransactionRefused):
+    def __init__(self, detail: str) -> None:
+        super().__init__("temporarily_unavailable", detail)
+
+
+class DepositActor(TransactionActor):
+    """One deposit. Taking the Deriv float hold comes before the transaction exists."""
+
+    kind = "deposit"
+    flow = Flow(
+        kind="deposit",
+        state_type=deposit.DepositState,
+        events=deposit.EVENT_TYPES,
+        decide=deposit.decide,
+        evolve=deposit.evolve,
+        react=deposit.react,
+        recover=deposit.recover,
+        payout_originator=lambda state: state.refund_originator_id,
+    )
+    codec = EventCodec(*deposit.EVENT_TYPES)
+    state_type = deposit.DepositState
+
+    async def before_decide(self, message: Input) -> None:
+        if isinstance(message, deposit.Start) and not self.state.started:
+            try:
+                await self.deps.ledger.post(self.key, deposit.float_hold(message.quote))
+            except LedgerRefused as exc:
+                detail = f"the Deriv float cannot cover this deposit: {exc}"
+                raise FloatUnavailable(detail) from None

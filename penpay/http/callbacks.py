@@ -1,0 +1,187 @@
+"""Daraja callbacks: STK results, B2C results and B2C queue time-outs.
+
+Safaricom delivers each callback once and signs none of them, so the route
+(1) refuses a token that does not verify (404) and a source address outside
+the allow-list (403), (2) stores the raw body before anything else, (3)
+answers 200 at once, and leaves the meaning to the transaction, which treats
+the callback as a hint and confirms by query. Duplicates and late callbacks
+are answered 200 too; the transaction ignores what it already knows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from penpay.actors import daraja
+from penpay.actors.callbacks import CallbackTokens
+from penpay.actors.saga import B2CResult, B2CUnknown, Input, StkCallback
+from penpay.engine import ActorSystem, EngineError
+from penpay.http.problems import Problem
+from penpay.http.responses import json_response
+
+log = logging.getLogger("penpay.callbacks")
+
+#: Safaricom's published callback source addresses (protocols.md section 1.11).
+SAFARICOM_CALLBACK_IPS = (
+    "196.201.214.200", "196.201.214.206", "196.201.213.114", "196.201.214.207",
+    "196.201.214.208", "196.201.213.44", "196.201.212.127", "196.201.212.138",
+    "196.201.212.129", "196.201.212.136", "196.201.212.74", "196.201.212.69",
+)
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+BODY_BYTES_MAX = 64 * 1024
+
+
+class RawCallback(msgspec.Struct, frozen=True):
+    kind: str  # stk | b2c_result | b2c_timeout
+    transaction_id: str
+    source: str
+    received_at_ms: int
+    body: bytes
+
+
+class RawCallbackStore(Protocol):
+    """Where every accepted callback is kept verbatim, before it is processed."""
+
+    async def store(self, callback: RawCallback) -> None: ...
+
+
+class InMemoryRawCallbacks:
+    def __init__(self) -> None:
+        self.items: list[RawCallback] = []
+
+    async def store(self, callback: RawCallback) -> None:
+        self.items.append(callback)
+
+
+class SourceAllowList:
+    def __init__(self, networks: Iterable[str]) -> None:
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def allows(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._networks)
+
+
+@dataclass
+class CallbackDeps:
+    system: ActorSystem
+    tokens: CallbackTokens
+    store: RawCallbackStore = field(default_factory=InMemoryRawCallbacks)
+    allow: SourceAllowList = field(default_factory=lambda: SourceAllowList(SAFARICOM_CALLBACK_IPS))
+
+
+_ACK = json_response(daraja.STK_CALLBACK_ACK)
+
+
+async def _accept(request: Request, kind: str) -> tuple[CallbackDeps, str, str, bytes] | Response:
+    deps: CallbackDeps = request.app.state.callbacks
+    verified = deps.tokens.verify(request.path_params["token"])
+    if verified is None:
+        raise Problem(404, "not_found", "unknown callback")
+    source = request.client.host if request.client else ""
+    if not deps.allow.allows(source):
+        log.warning("callback %s for %s refused from %s", kind, verified[1], source)
+        raise Problem(403, "forbidden", "callbacks are accepted from M-Pesa only")
+    body = await request.body()
+    if len(body) > BODY_BYTES_MAX:
+        raise Problem(413, "payload_too_large", "callback body too large")
+    transaction_kind, transaction_id = verified
+    clock = deps.system.clock
+    await deps.store.store(RawCallback(kind, transaction_id, source, clock.now_ms(), body))
+    return deps, transaction_kind, transaction_id, body
+
+
+async def _deliver(deps: CallbackDeps, kind: str, transaction_id: str, message: Input) -> None:
+    try:
+        await deps.system.ref(deps.system.kinds[kind], transaction_id).tell(message)
+    except EngineError as exc:  # stored raw already: an operator can replay it
+        log.error("callback for %s/%s not delivered: %s", kind, transaction_id, exc)
+
+
+async def stk_callback(request: Request) -> Response:
+    accepted = await _accept(request, "stk")
+    if isinstance(accepted, Response):
+        return accepted
+    deps, kind, transaction_id, body = accepted
+    try:
+        parsed = daraja.parse_stk_callback(body)
+    except daraja.DarajaProtocolError as exc:
+        log.warning("unreadable STK callback for %s kept raw: %s", transaction_id, exc)
+        return _ACK
+    message = StkCallback(
+        checkout_request_id=parsed.checkout_request_id,
+        result_code=parsed.result_code,
+        result_desc=parsed.result_desc,
+        receipt=parsed.receipt,
+        amount_kes_cents=parsed.amount_cents,
+        phone=parsed.phone,
+    )
+    await _deliver(deps, kind, transaction_id, message)
+    return _ACK
+
+
+def _b2c_input(body: bytes) -> B2CResult:
+    result = daraja.parse_result(body)
+    if result.get("TransactionStatus") is not None or result.get("ReceiptNo") is not None:
+        status = daraja.parse_transaction_status_result(body)
+        completed = result.succeeded and (status.status or "").lower() == "completed"
+        return B2CResult(
+            originator_conversation_id="",  # the token names the transaction; see B2CCallback
+            result_code="0" if completed else result.result_code or "1",
+            result_desc=result.result_desc,
+            receipt=status.receipt,
+            amount_kes_cents=status.amount_cents,
+            from_status_query=True,
+        )
+    payout = daraja.parse_b2c_result(body)
+    return B2CResult(
+        originator_conversation_id="",
+        result_code=result.result_code,
+        result_desc=result.result_desc,
+        receipt=payout.receipt,
+        amount_kes_cents=payout.amount_cents,
+    )
+
+
+async def b2c_result_callback(request: Request) -> Response:
+    accepted = await _accept(request, "b2c_result")
+    if isinstance(accepted, Response):
+        return accepted
+    deps, kind, transaction_id, body = accepted
+    try:
+        message = _b2c_input(body)
+    except daraja.DarajaProtocolError as exc:
+        log.warning("unreadable B2C result for %s kept raw: %s", transaction_id, exc)
+        return _ACK
+    await _deliver(deps, kind, transaction_id, message)
+    return _ACK
+
+
+async def b2c_timeout_callback(request: Request) -> Response:
+    accepted = await _accept(request, "b2c_timeout")
+    if isinstance(accepted, Response):
+        return accepted
+    deps, kind, transaction_id, _ = accepted
+    await _deliver(deps, kind, transaction_id, B2CUnknown("", "M-Pesa queue time-out"))
+    return _ACK
+
+
+def routes(prefix: str = "/api/v1") -> list[Route]:
+    base = f"{prefix}/callbacks/mpesa"
+    return [
+        Route(f"{base}/stk/{{token}}", stk_callback, methods=["POST"]),
+        Route(f"{base}/b2c/result/{{token}}", b2c_result_callback, methods=["POST"]),
+        Route(f"{base}/b2c/timeout/{{token}}", b2c_timeout_callback, methods=["POST"]),
+    ]
