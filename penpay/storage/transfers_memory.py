@@ -42,7 +42,9 @@ def check_row(transfer: Transfer, accounts: Mapping[str, Currency]) -> None:
 class InMemoryTransferStore:
     """:class:`~penpay.actors.ledger.store.TransferStore` in dicts."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, latency_s: float = 0.0) -> None:
+        #: Simulated round-trip time of every call (trio time; use a mock clock).
+        self.latency_s = latency_s
         self._accounts: dict[str, Currency] = {}
         self._rows: list[Transfer] = []
         self._by_id: dict[str, Transfer] = {}
@@ -64,7 +66,7 @@ class InMemoryTransferStore:
             self._accounts[code] = spec.currency
 
     async def commit(self, group_id: str, transfers: Sequence[Transfer]) -> CommitOutcome:
-        await trio.lowlevel.checkpoint()
+        await self._wait()
         failure = self.fail_commit(group_id) if self.fail_commit is not None else None
         if failure == "before":
             raise TransferStoreUnavailable(f"injected failure before committing group {group_id}")
@@ -133,7 +135,13 @@ class InMemoryTransferStore:
         """Every row in commit order (for test assertions)."""
         return list(self._rows)
 
+    async def _wait(self) -> None:
+        if self.latency_s:
+            await trio.sleep(self.latency_s)
+        else:
+            await trio.lowlevel.checkpoint()
+
     async def _read(self) -> None:
-        await trio.lowlevel.checkpoint()
+        await self._wait()
         if self.fail_reads:
             raise TransferStoreUnavailable("injected read failure")
