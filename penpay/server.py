@@ -1,26 +1,58 @@
-"""``run.py serve``: PenPay's trio main.
+"""``run.py serve``: PenPay's trio main and composition root.
 
-One trio run hosts everything: the actor system, the HTTP app (Hypercorn's
-trio worker) and, inside ``trio_asyncio.open_loop()``, the asyncio-only
-database driver, so they all share one event loop. SIGINT and SIGTERM shut
-down in order: stop taking requests, passivate every actor, cancel the rest.
+One trio run hosts everything: storage (PostgreSQL through the asyncpg
+bridge, Redis through coredis), the sandboxes when no real Daraja/Deriv
+credentials are configured, the actor system, the gateway actors and the
+HTTP app on Hypercorn's trio worker. SIGINT and SIGTERM shut down in order:
+stop taking requests, passivate every actor, then close storage.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import httpx
 import trio
-import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from penpay.actors.callbacks import CallbackTokens
+from penpay.actors.daraja import DarajaClient, DarajaClientConfig
+from penpay.actors.mpesa import CallbackUrls, MpesaGateway
 from penpay.config import Settings, load_settings
-from penpay.engine import EngineConfig, SupervisionPolicy, open_actor_system
+from penpay.engine import (
+    ActorSystem,
+    EngineConfig,
+    Journal,
+    SupervisionPolicy,
+    open_actor_system,
+)
 from penpay.http import Services, create_app
+from penpay.http.auth.keyfiles import keys_dir, load_or_create
+from penpay.http.callbacks import LOOPBACK, SAFARICOM_CALLBACK_IPS, CallbackDeps, SourceAllowList
+from penpay.sandbox.daraja import Credentials, DarajaSandbox, DarajaSandboxConfig
+from penpay.sandbox.daraja.server import serve_daraja_sandbox
+from penpay.sandbox.deriv import DerivWorld, serve_control_api, serve_deriv_sandbox
+from penpay.sandbox.seed import SEED, seed_daraja, seed_deriv
+from penpay.storage.connect import Readiness, connect_with_retry
+from penpay.storage.embedded import start_embedded_postgres, start_embedded_redis
+from penpay.storage.journal import open_pg_journal
+from penpay.storage.migrations import migrate
+from penpay.storage.outbox import OutboxRelay, redis_from_url
+from penpay.storage.pg import Database
 
 log = logging.getLogger("penpay.server")
+
+SANDBOX_DARAJA_KEY = "penpay-sandbox-key"
+SANDBOX_DARAJA_SECRET = "penpay-sandbox-secret"
+SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -47,6 +79,159 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     return config
 
 
+@dataclass
+class Storage:
+    db: Database
+    journal: Journal
+    redis_url: str
+    readiness: dict[str, Any] = field(default_factory=dict)
+
+
+@asynccontextmanager
+async def open_storage(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Storage]:
+    """PostgreSQL (embedded unless configured), migrations, the journal, Redis and the relay."""
+    data_dir = Path(settings.data_dir)
+    await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    async with AsyncExitStack() as stack:
+        database_url = settings.database_url
+        if database_url is None:
+            embedded_pg = await trio.to_thread.run_sync(start_embedded_postgres, data_dir)
+            stack.callback(embedded_pg.close)
+            database_url = embedded_pg.url
+            log.info("embedded PostgreSQL under %s", data_dir / "pg")
+        redis_url = settings.redis_url
+        if redis_url is None:
+            embedded_redis = await trio.to_thread.run_sync(start_embedded_redis, data_dir)
+            stack.callback(embedded_redis.close)
+            redis_url = embedded_redis.url
+            log.info("embedded Redis at %s", redis_url)
+        db_ready = Readiness()
+        db = await connect_with_retry(database_url, readiness=db_ready)
+        stack.push_async_callback(db.aclose)
+        applied = await migrate(db)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        journal = await stack.enter_async_context(
+            open_pg_journal(
+                db,
+                batch_events_max=settings.journal_batch_events_max,
+                batch_window_ms=settings.journal_batch_window_ms,
+            )
+        )
+        redis = redis_from_url(redis_url)
+        await stack.enter_async_context(redis)
+        relay = OutboxRelay(db, journal, redis)
+        await nursery.start(relay.run)
+        yield Storage(db=db, journal=journal, redis_url=redis_url, readiness={"database": db_ready})
+
+
+@dataclass
+class Sandboxes:
+    daraja_url: str | None = None
+    deriv_url: str | None = None
+    deriv_control_url: str | None = None
+    deriv_world: DerivWorld | None = None
+    daraja: DarajaSandbox | None = None
+
+
+async def start_sandboxes(settings: Settings, nursery: trio.Nursery, clock: Any) -> Sandboxes:
+    """Start the sandboxes PenPay needs because real credentials are missing."""
+    boxes = Sandboxes()
+    host = "127.0.0.1"
+    if settings.daraja_consumer_key is None:
+        callback_http = httpx.AsyncClient(timeout=10)
+        config = DarajaSandboxConfig(
+            credentials=(Credentials(SANDBOX_DARAJA_KEY, SANDBOX_DARAJA_SECRET),),
+            callback_source_address="127.0.0.1",
+        )
+        sandbox, url = await nursery.start(
+            lambda task_status: serve_daraja_sandbox(
+                host, settings.sandbox_daraja_port, config=config,
+                callback_http=callback_http, wall_clock=clock.now, rng=random.Random(),
+                task_status=task_status,
+            )
+        )
+        seed_daraja(sandbox)
+        boxes.daraja, boxes.daraja_url = sandbox, url
+        log.info("Daraja sandbox on %s (control API under /__sandbox__)", url)
+    if settings.deriv_agent_token is None:
+        world = DerivWorld(rng=random.Random(), wall_clock=clock.now)
+        seed_deriv(world)
+        address = await nursery.start(serve_deriv_sandbox, world, host, settings.sandbox_deriv_port)
+        control = await nursery.start(
+            serve_control_api, world, host, settings.sandbox_deriv_control_port
+        )
+        boxes.deriv_world, boxes.deriv_url, boxes.deriv_control_url = world, address.url, control
+        log.info("Deriv sandbox on %s, control API on %s", address.url, control)
+    return boxes
+
+
+def daraja_client(settings: Settings, boxes: Sandboxes, clock: Any) -> DarajaClient:
+    if boxes.daraja_url is not None:
+        config = DarajaClientConfig(
+            base_url=boxes.daraja_url,
+            consumer_key=SANDBOX_DARAJA_KEY,
+            consumer_secret=SANDBOX_DARAJA_SECRET,
+            stk_shortcode="174379",
+            stk_passkey=SANDBOX_PASSKEY,
+            b2c_shortcode="600992",
+            initiator_name="testapi",
+            security_credential="sandbox-credential",
+        )
+    else:
+        missing = [
+            name for name in ("daraja_consumer_secret", "daraja_stk_passkey",
+                              "daraja_security_credential")
+            if getattr(settings, name) is None
+        ]
+        if missing:
+            from penpay.errors import ConfigurationError
+
+            names = ", ".join(f"PENPAY_{m.upper()}" for m in missing)
+            raise ConfigurationError(f"real Daraja needs {names}")
+        assert settings.daraja_consumer_key is not None
+        config = DarajaClientConfig(
+            base_url=settings.daraja_base_url,
+            consumer_key=settings.daraja_consumer_key,
+            consumer_secret=settings.daraja_consumer_secret or "",
+            stk_shortcode=settings.daraja_stk_shortcode,
+            stk_passkey=settings.daraja_stk_passkey or "",
+            b2c_shortcode=settings.daraja_b2c_shortcode,
+            initiator_name=settings.daraja_initiator_name,
+            security_credential=settings.daraja_security_credential or "",
+        )
+    return DarajaClient(httpx.AsyncClient(timeout=35), config, wall_clock=clock.now)
+
+
+def callback_allow_list(settings: Settings, boxes: Sandboxes) -> SourceAllowList:
+    if settings.callback_allow:
+        return SourceAllowList(n.strip() for n in settings.callback_allow.split(",") if n.strip())
+    networks = list(SAFARICOM_CALLBACK_IPS)
+    if boxes.daraja is not None:
+        networks += LOOPBACK
+    return SourceAllowList(networks)
+
+
+def callback_tokens(settings: Settings) -> CallbackTokens:
+    import os
+    import secrets
+
+    configured = os.environ.get("PENPAY_CALLBACK_KEY")
+    if configured:
+        return CallbackTokens(configured.encode())
+    path = keys_dir(Path(settings.data_dir)) / "callback.key"
+    return CallbackTokens(load_or_create(path, lambda: secrets.token_bytes(32)))
+
+
+def wire_actors(
+    system: ActorSystem, settings: Settings, boxes: Sandboxes
+) -> None:
+    """Register the gateway actors (and, as they land, the transaction actors)."""
+    client = daraja_client(settings, boxes, system.clock)
+    urls = CallbackUrls(settings.public_base_url)
+    system.register(MpesaGateway, lambda: MpesaGateway(client, urls), passivate_after_s=None)
+
+
 async def _watch_signals(
     stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -67,21 +252,36 @@ async def serve(
 ) -> None:
     """Run PenPay until SIGINT/SIGTERM; ``task_status`` gets the bound addresses."""
     stop = trio.Event()
-    async with trio.open_nursery() as signals_nursery:
-        await signals_nursery.start(_watch_signals, stop)
-        async with trio_asyncio.open_loop(), open_actor_system(
-            config=engine_config(settings)
-        ) as system:
-            services = Services(system=system, readiness={"engine": lambda: True})
-            app = create_app(services)
-            await hypercorn_serve(
-                app,  # type: ignore[arg-type]
-                hypercorn_config(settings),
-                shutdown_trigger=stop.wait,
-                task_status=task_status,
-            )
+    async with trio.open_nursery() as outer:
+        await outer.start(_watch_signals, stop)
+        async with open_storage(settings, outer) as storage:
+            from penpay.engine import Clock
+
+            clock = Clock()
+            async with trio.open_nursery() as sandboxes_nursery:
+                boxes = await start_sandboxes(settings, sandboxes_nursery, clock)
+                async with open_actor_system(
+                    config=engine_config(settings), clock=clock, journal=storage.journal
+                ) as system:
+                    wire_actors(system, settings, boxes)
+                    services = Services(
+                        system=system, readiness={"engine": lambda: True, **storage.readiness}
+                    )
+                    app = create_app(services)
+                    app.state.callbacks = CallbackDeps(
+                        system=system,
+                        tokens=callback_tokens(settings),
+                        allow=callback_allow_list(settings, boxes),
+                    )
+                    await hypercorn_serve(
+                        app,  # type: ignore[arg-type]
+                        hypercorn_config(settings),
+                        shutdown_trigger=stop.wait,
+                        task_status=task_status,
+                    )
+                sandboxes_nursery.cancel_scope.cancel()
         log.info("stopped")
-        signals_nursery.cancel_scope.cancel()
+        outer.cancel_scope.cancel()
 
 
 def main() -> int:
@@ -89,6 +289,7 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    log.info("PenPay listening on http://%s:%d", settings.http_host, settings.http_port)
+    log.info("PenPay starting on http://%s:%d", settings.http_host, settings.http_port)
+    log.info("sandbox demo client: %s (%s)", SEED.client_login_id, SEED.client_email)
     trio.run(serve, settings)
     return 0

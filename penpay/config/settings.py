@@ -40,6 +40,42 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     restart_intensity_max: int = 5
     restart_intensity_window_s: float = 60.0
 
+    # Where Daraja sends callbacks: PenPay's public base URL (no trailing slash).
+    public_base_url: str = "http://127.0.0.1:8000"
+    # Callback source allow-list (comma-separated networks); empty = Safaricom's
+    # published addresses, plus loopback when the sandboxes are in use.
+    callback_allow: str = ""
+
+    # Daraja. With no consumer key, PenPay starts its Daraja sandbox instead.
+    daraja_base_url: str = "https://api.safaricom.co.ke"
+    daraja_consumer_key: str | None = None
+    daraja_consumer_secret: str | None = None
+    daraja_stk_shortcode: str = "174379"
+    daraja_stk_passkey: str | None = None
+    daraja_b2c_shortcode: str = "600992"
+    daraja_initiator_name: str = "testapi"
+    daraja_security_credential: str | None = None
+
+    # Deriv. With no agent token, PenPay starts its Deriv sandbox instead.
+    deriv_ws_url: str = "wss://ws.derivws.com/websockets/v3?app_id=1089&l=EN&brand=deriv"
+    deriv_agent_token: str | None = None
+    deriv_agent_login_id: str | None = None
+
+    # Sandboxes (used when the credentials above are absent).
+    sandbox_daraja_port: int = 8001
+    sandbox_deriv_port: int = 8002
+    sandbox_deriv_control_port: int = 8003
+
+    # FX and limits (cents; rates in KES cents per USD).
+    fx_mid_kes_cents_per_usd: int = 13000
+    fx_spread_kes_cents: int = 500
+    quote_ttl_s: int = 900
+    deposit_min_usd_cents: int = 200
+    deposit_max_usd_cents: int = 100_000
+    withdrawal_min_usd_cents: int = 500
+    withdrawal_max_usd_cents: int = 100_000
+    daily_cap_usd_cents: int = 200_000
+
     # Journal (group commit).
     journal_batch_events_max: int = 500
     journal_batch_window_ms: float = 2.0
