@@ -1,0 +1,196 @@
+"""The Ledger service against the in-memory store, under the mock clock."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import trio
+
+from penpay.actors.ledger import LedgerAccount, ResultCode, TransferKind
+from penpay.engine import EventRecord, InMemoryJournal
+from penpay.engine.testing import settle
+from penpay.storage.transfers_memory import InMemoryTransferStore
+from tests.ledger.helpers import fund, open_ledger, tid, transfer
+
+R = ResultCode
+PENDING = TransferKind.PENDING
+
+
+class CountingJournal(InMemoryJournal):
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends: Counter[str] = Counter()
+
+    async def append(
+        self, persistence_id: str, expected_sequence: int, events: Sequence[EventRecord]
+    ) -> int:
+        self.appends[persistence_id] += 1
+        return await super().append(persistence_id, expected_sequence, events)
+
+
+async def test_linked_group_is_all_or_nothing(autojump_clock: trio.abc.Clock) -> None:
+    store = InMemoryTransferStore()
+    async with open_ledger(store=store) as ledger:
+        await fund(ledger, kes_cents=1000)
+        result = await ledger.create_transfers(
+            [
+                transfer("in", "mpesa_float", "customer_in_transit_kes", 500),
+                transfer("out", "customer_in_transit_kes", "suspense_kes", 501),
+            ]
+        )
+        assert result.codes == [R.LINKED_EVENT_FAILED, R.EXCEEDS_CREDITS]
+        assert await store.get_transfers([tid("in")]) == {}
+        assert (await ledger.balance("customer_in_transit_kes")).credits_posted == 0
+        assert (await ledger.reconcile()).clean
+
+
+async def test_a_group_may_spend_what_an_earlier_transfer_of_it_brings_only_once_posted(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_ledger() as ledger:
+        await fund(ledger)
+        # Holds count as pending: a credit held in the same group cannot fund a debit.
+        result = await ledger.create_transfers(
+            [
+                transfer("in", "mpesa_float", "customer_in_transit_kes", 500),
+                transfer("out", "customer_in_transit_kes", "suspense_kes", 500),
+            ]
+        )
+        assert result.codes == [R.LINKED_EVENT_FAILED, R.EXCEEDS_CREDITS]
+
+
+async def test_idempotent_resubmission(autojump_clock: trio.abc.Clock) -> None:
+    async with open_ledger() as ledger:
+        await fund(ledger)
+        t = transfer("t", "mpesa_float", "customer_in_transit_kes", 500)
+        assert (await ledger.create_transfers([t])).codes == [R.OK]
+        assert (await ledger.create_transfers([t])).codes == [R.EXISTS]
+        changed = transfer("t", "mpesa_float", "customer_in_transit_kes", 501)
+        assert (await ledger.create_transfers([changed])).codes == [R.EXISTS_WITH_DIFFERENT_AMOUNT]
+        fresh = transfer("u", "mpesa_float", "customer_in_transit_kes", 1)
+        assert (await ledger.create_transfers([fresh, t])).codes == [
+            R.LINKED_EVENT_FAILED,
+            R.EXISTS,
+        ]
+        assert (await ledger.balance("customer_in_transit_kes")).credits_posted == 500
+
+
+async def test_two_phase_void_and_errors(autojump_clock: trio.abc.Clock) -> None:
+    async with open_ledger() as ledger:
+        await fund(ledger, kes_cents=1000)
+        p = transfer("p", "owner_equity_kes", "mpesa_float", 800, kind=PENDING)
+        assert (await ledger.create_transfers([p])).ok
+        # The float's 1000 has 800 held: a second hold of 300 is refused.
+        q = transfer("q", "owner_equity_kes", "mpesa_float", 300, kind=PENDING)
+        assert (await ledger.create_transfers([q])).codes == [R.EXCEEDS_DEBITS]
+        assert (await ledger.post_pending(tid("x"), tid("p"), amount_cents=801)).codes == [
+            R.EXCEEDS_PENDING_TRANSFER_AMOUNT
+        ]
+        assert (await ledger.void_pending(tid("v"), tid("p"))).ok
+        assert (await ledger.void_pending(tid("v2"), tid("p"))).codes == [
+            R.PENDING_TRANSFER_ALREADY_VOIDED
+        ]
+        assert (await ledger.post_pending(tid("x"), tid("p"))).codes == [
+            R.PENDING_TRANSFER_ALREADY_VOIDED
+        ]
+        assert (await ledger.post_pending(tid("y"), tid("nope"))).codes == [
+            R.PENDING_TRANSFER_NOT_FOUND
+        ]
+        assert (await ledger.create_transfers([q])).ok
+        b = await ledger.balance("mpesa_float")
+        assert (b.debits_posted, b.credits_pending, b.credits_posted) == (1000, 300, 0)
+
+
+async def test_concurrent_holds_on_one_account_never_overdraw(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_ledger() as ledger:
+        await fund(ledger, kes_cents=10_000)
+        codes: list[ResultCode] = []
+
+        async def payout(i: int) -> None:
+            t = transfer(f"c{i}", "owner_equity_kes", "mpesa_float", 300, kind=PENDING)
+            codes.extend((await ledger.create_transfers([t])).codes)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(payout, i)
+        assert codes.count(R.OK) == 33 and codes.count(R.EXCEEDS_DEBITS) == 17
+        report = await ledger.reconcile()
+        assert report.clean, report
+
+
+async def test_hot_account_batches_many_requests_into_few_appends(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    journal = CountingJournal()
+    async with open_ledger(journal=journal) as ledger:
+        await fund(ledger, kes_cents=10**9)
+        before = len(await journal.read_events("ledger-account/mpesa_float"))
+        appends_before = journal.appends["ledger-account/mpesa_float"]
+
+        async def deposit(i: int) -> None:
+            t = transfer(f"d{i}", "mpesa_float", "customer_in_transit_kes", 100 + i)
+            assert (await ledger.create_transfers([t])).ok
+
+        async with trio.open_nursery() as nursery:
+            for i in range(200):
+                nursery.start_soon(deposit, i)
+        await settle(ledger.system)
+        events = await journal.read_events("ledger-account/mpesa_float")
+        # 200 reserves + 200 confirms, in far fewer than 400 appends.
+        assert len(events) - before == 400
+        assert journal.appends["ledger-account/mpesa_float"] - appends_before <= 10
+
+
+async def test_crash_between_reserve_and_commit_is_resolved_by_recovery(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    journal = InMemoryJournal()
+    store = InMemoryTransferStore()
+    store.fail_commit = lambda group: "after"  # commit lands, caller is told it failed
+    async with open_ledger(journal=journal, store=store) as ledger:
+        await fund(ledger, kes_cents=1000)  # committed despite the injected error
+        assert (await ledger.balance("mpesa_float")).debits_posted == 1000
+        store.fail_commit = lambda group: "before"
+        t = transfer("t", "mpesa_float", "customer_in_transit_kes", 5)
+        result = None
+        try:
+            result = await ledger.create_transfers([t])
+        except Exception as exc:
+            assert type(exc).__name__ == "LedgerUnavailable"
+        assert result is None
+        store.fail_commit = None
+        assert (await ledger.create_transfers([t])).ok
+        assert (await ledger.reconcile()).clean
+    # Holds left by a caller that vanished are resolved on the next start.
+    async with open_ledger(journal=journal, store=store) as ledger:
+        ref = ledger.system.ref(LedgerAccount, "suspense_kes")
+        from penpay.actors.ledger.account import GetHeldGroups, Leg, Reserve
+        from penpay.actors.ledger.chart import Side
+
+        leg = Leg(
+            transfer_id=tid("orphan"), kind=TransferKind.POSTED, side=Side.CREDIT, amount_cents=7
+        )
+        assert await ref.ask(Reserve(tid("orphan-group"), (leg,)))
+        assert await ref.ask(GetHeldGroups()) == [tid("orphan-group")]
+    async with open_ledger(journal=journal, store=store) as ledger:
+        report = await ledger.reconcile()
+        assert report.clean, report
+        assert await store.resolve_groups([tid("orphan-group")]) == {tid("orphan-group"): False}
+
+
+async def test_account_transfers_are_paged(autojump_clock: trio.abc.Clock) -> None:
+    async with open_ledger() as ledger:
+        await fund(ledger)
+        for i in range(5):
+            t = transfer(f"t{i}", "mpesa_float", "customer_in_transit_kes", 1 + i)
+            assert (await ledger.create_transfers([t])).ok
+        page = await ledger.account_transfers("customer_in_transit_kes", limit=3)
+        assert [t.amount_cents for t in page.transfers] == [1, 2, 3]
+        assert page.next_cursor is not None
+        page = await ledger.account_transfers(
+            "customer_in_transit_kes", after_cursor=page.next_cursor, limit=3
+        )
+        assert [t.amount_cents for t in page.transfers] == [4, 5]
