@@ -117,24 +117,32 @@ class RateLimiter(Protocol):
         """Spend ``cost`` from ``subject``'s allowance; raises :class:`RateLimiterUnavailable`."""
 
 
-def bucket_key(policy: RatePolicy, subject: str) -> str:
-    return f"rl:{policy.name}:{subject}"
+def bucket_key(policy: RatePolicy, subject: str, namespace: str = "rl") -> str:
+    return f"{namespace}:{policy.name}:{subject}"
 
 
 class RedisRateLimiter:
-    """GCRA on Redis via coredis. The client must already be open (``async with client``)."""
+    """GCRA on Redis via coredis. The client must already be open (``async with client``);
+    ``namespace`` prefixes every key (one Redis shared by several deployments or tests)."""
 
-    def __init__(self, client: coredis.Redis[Any], *, timeout_s: float = REDIS_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        client: coredis.Redis[Any],
+        *,
+        timeout_s: float = REDIS_TIMEOUT_S,
+        namespace: str = "rl",
+    ) -> None:
         self._client = client
         self._script = client.register_script(GCRA_LUA)
         self._timeout_s = timeout_s
+        self._namespace = namespace
 
     async def acquire(self, policy: RatePolicy, subject: str, cost: int = 1) -> Decision:
         period_ms = int(policy.period_s * 1000)
         try:
             with trio.fail_after(self._timeout_s):
                 result: Any = await self._script(
-                    keys=[bucket_key(policy, subject)],
+                    keys=[bucket_key(policy, subject, self._namespace)],
                     args=[period_ms, policy.limit, policy.burst, cost],
                 )
         except (RedisError, OSError, trio.TooSlowError) as exc:
