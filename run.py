@@ -34,12 +34,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve_main()
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from penpay.config import load_settings
+    from penpay.storage.migrations import migrate_command
+
+    return migrate_command(load_settings().database_url)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="start PenPay (embedded databases and sandboxes)")
     serve.set_defaults(func=_cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations and exit")
+    migrate.set_defaults(func=_cmd_migrate)
 
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument("name", help="engine, journal, ledger, deriv, e2e")
