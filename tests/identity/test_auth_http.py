@@ -90,6 +90,7 @@ async def test_login_ok_and_invalid(services: Services) -> None:
         unknown = await login(client, email="nobody@example.com")
         jwks = (await client.get("/api/v1/auth/jwks.json")).json()
     assert ok.status_code == 200
+    assert ok.headers["cache-control"] == "no-store"
     pair = ok.json()
     assert pair["token_type"] == "Bearer"
     assert pair["expires_in"] == 900

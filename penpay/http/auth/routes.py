@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from penpay.http.services import Services
 
 DEVICE_ID_LENGTH_MAX = 128
+#: Token responses must never be cached (RFC 6749 §5.1), though the request has no Bearer.
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 #: ``Services.limits_for``: the user's deposit/withdrawal limits for ``/me``.
 LimitsProvider = Callable[[User], Awaitable[dict[str, Any]]]
@@ -119,7 +121,7 @@ async def login(request: Request) -> Response:
         )
     except AuthError as exc:
         raise _problem(exc) from None
-    return json_response(pair)
+    return json_response(pair, headers=_NO_STORE)
 
 
 async def refresh(request: Request) -> Response:
@@ -131,7 +133,7 @@ async def refresh(request: Request) -> Response:
         pair = await auth.refresh(body.refresh_token, device_id=body.device_id)
     except AuthError as exc:
         raise _problem(exc) from None
-    return json_response(pair)
+    return json_response(pair, headers=_NO_STORE)
 
 
 async def logout(request: Request) -> Response:
