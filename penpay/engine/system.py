@@ -9,7 +9,9 @@ there is no await between "not live" and "registered".
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -75,12 +77,17 @@ class _Reply:
     returned without parking.
     """
 
-    __slots__ = ("_outcome", "_task", "cancelled")
+    __slots__ = ("_outcome", "_task", "cancelled", "started")
 
     def __init__(self) -> None:
         self._outcome: outcome.Outcome[Any] | None = None
         self._task: trio.lowlevel.Task | None = None
         self.cancelled = False
+        self.started = trio.current_time()
+
+    @property
+    def done(self) -> bool:
+        return self._outcome is not None or self.cancelled
 
     def succeed(self, value: Any) -> None:
         self._set(outcome.Value(value))
@@ -110,6 +117,51 @@ class _Reply:
             return trio.lowlevel.Abort.SUCCEEDED
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class _AskDeadlines:
+    """Times out waiting asks with one task and a heap, not a cancel scope each.
+
+    Answered asks are dropped lazily when their deadline comes up. A new
+    deadline earlier than the one being slept on wakes the sleeper.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Reply, ActorRef, Any]] = []
+        self._seq = 0
+        self._wake: trio.CancelScope | None = None
+        self._sleeping_until = math.inf
+        self._changed = trio.Event()
+
+    def add(self, deadline: float, reply: _Reply, ref: ActorRef, message: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (deadline, self._seq, reply, ref, message))
+        if deadline < self._sleeping_until:
+            if self._wake is not None:
+                self._wake.cancel()
+            self._changed.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self._heap:
+                self._changed = trio.Event()
+                self._sleeping_until = math.inf
+                await self._changed.wait()
+                continue
+            deadline, _, reply, ref, message = self._heap[0]
+            if reply.done:
+                heapq.heappop(self._heap)
+                continue
+            now = trio.current_time()
+            if deadline <= now:
+                heapq.heappop(self._heap)
+                reply.fail(AskTimeout(ref.address, deadline - reply.started, message))
+                continue
+            self._sleeping_until = deadline
+            with trio.CancelScope() as self._wake:
+                await trio.sleep_until(deadline)
+            self._wake = None
+            self._sleeping_until = math.inf
 
 
 class _Envelope:
@@ -229,6 +281,7 @@ class ActorSystem:
         self._tasks_done = trio.Event()
         self._running_tasks = 0
         self.kinds: dict[str, type[Actor]] = {}
+        self._ask_deadlines = _AskDeadlines()
 
     # ----------------------------------------------------------------- kinds
 
@@ -326,14 +379,19 @@ class ActorSystem:
     async def _ask(self, ref: ActorRef, message: Any, timeout: float | None) -> Any:
         timeout_s = self.config.ask_timeout_s if timeout is None else timeout
         reply = _Reply()
+        act = self._activation_for(ref)
+        try:
+            act.send.send_nowait(_Envelope(message, reply))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            pass
+        else:
+            # Fast path: enqueued without yielding. The reply's deadline goes on
+            # the shared expiry heap instead of a cancel scope per ask.
+            self._ask_deadlines.add(trio.current_time() + timeout_s, reply, ref, message)
+            return await reply.wait()
+        # Slow path (a full or just-closed mailbox): the send itself must time out too.
         with trio.move_on_after(timeout_s):
-            # Fast path: enqueue without yielding; waiting for the reply is the
-            # checkpoint. Only a full (or just-closed) mailbox takes the slow path.
-            act = self._activation_for(ref)
-            try:
-                act.send.send_nowait(_Envelope(message, reply))
-            except (trio.WouldBlock, trio.ClosedResourceError):
-                await self._deliver(ref, message, reply)
+            await self._deliver(ref, message, reply)
             return await reply.wait()
         raise AskTimeout(ref.address, timeout_s, message)
 
@@ -737,6 +795,7 @@ async def open_actor_system(
             journal=journal if journal is not None else InMemoryJournal(clock.now_ms),
         )
         nursery.start_soon(system._sweep_idle, name="penpay.engine.sweep_idle")
+        nursery.start_soon(system._ask_deadlines.run, name="penpay.engine.ask_deadlines")
         try:
             yield system
         finally:
