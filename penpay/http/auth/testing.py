@@ -27,7 +27,7 @@ from penpay.storage.identity import MemoryUserStore
 _keyset: KeySet | None = None
 
 
-def test_keyset() -> KeySet:
+def shared_keyset() -> KeySet:
     """One RSA key per test process (generating one takes ~50 ms)."""
     global _keyset
     if _keyset is None:
@@ -41,7 +41,7 @@ def memory_auth(clock: Clock | None = None, entropy: Entropy | None = None) -> A
     entropy = entropy or Entropy()
     return AuthService(
         users=MemoryUserStore(),
-        tokens=TokenAuthority(test_keyset(), clock=clock, entropy=entropy),
+        tokens=TokenAuthority(shared_keyset(), clock=clock, entropy=entropy),
         passwords=Passwords(argon2.PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)),
         pii=PiiCipher({1: entropy.token_bytes(32)}, entropy.token_bytes(32)),
         audit=MemoryAuditLog(clock),
