@@ -85,13 +85,25 @@ class EventSourcedActor(Actor, Generic[S]):
         """Make ``events`` durable, then apply them to :attr:`state`."""
         if not events:
             return
+        state = self.state
+        for event in events:
+            state = self.apply(state, event)
+        await self.persist_applied(state, *events)
+
+    async def persist_applied(self, state: S, *events: Any) -> None:
+        """Make ``events`` durable; ``state`` is what applying them gave.
+
+        For an actor that had to apply its events while deciding (each
+        decision in a batch sees the effect of the ones before it). The new
+        state becomes :attr:`state` only once the events are durable; if the
+        append fails, :attr:`state` is untouched.
+        """
+        if not events:
+            return
         records = [self.codec.encode(event) for event in events]
         self.sequence = await self.system.journal.append(
             self.persistence_id, self.sequence, records
         )
-        state = self.state
-        for event in events:
-            state = self.apply(state, event)
         self.state = state
         every = self.snapshot_every_events or self.system.config.snapshot_every_events
         if self.sequence - self._snapshot_sequence >= every:
