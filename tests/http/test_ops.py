@@ -15,6 +15,7 @@ from penpay.engine import (
     open_actor_system,
 )
 from penpay.http import Services, create_app
+from penpay.http.auth.testing import bearer_headers, memory_auth
 from tests.engine.sample_actors import Add, Counter, Crash
 from tests.http.server import serving
 
@@ -56,8 +57,10 @@ async def test_admin_lists_actors_and_reads_state(system: ActorSystem) -> None:
     await system.ref(Counter, "c1").ask(Add(3))
     with pytest.raises(ActorCrashed):  # max_restarts=0: the crash parks it
         await system.ref(Counter, "bad").ask(Crash())
-    app = create_app(Services(system=system))
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+    auth = memory_auth()
+    app = create_app(Services(system=system, auth=auth))
+    admin = bearer_headers(auth, role="admin")
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=admin) as client:
         listing = (await client.get("/api/v1/admin/actors")).json()["items"]
         by_key = {item["key"]: item for item in listing}
         assert by_key["c1"]["status"] == "running"
@@ -82,8 +85,10 @@ async def test_admin_lists_actors_and_reads_state(system: ActorSystem) -> None:
 async def test_errors_are_problem_json_with_stable_codes(
     system: ActorSystem, path: str, status: int, code: str
 ) -> None:
-    app = create_app(Services(system=system))
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+    auth = memory_auth()
+    app = create_app(Services(system=system, auth=auth))
+    admin = bearer_headers(auth, role="admin")
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=admin) as client:
         response = await client.get(path)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
