@@ -215,7 +215,7 @@ class DerivGateway:
         authorized = False
         try:
             async with self._connect() as conn:
-                rpc = DerivRpc(conn)
+                rpc = DerivRpc(conn, on_close=self._agent_socket_closed)
                 try:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._read_then_cancel, rpc, nursery.cancel_scope)
@@ -233,12 +233,15 @@ class DerivGateway:
                         nursery.start_soon(self._keepalive, rpc, nursery.cancel_scope)
                 finally:
                     rpc.fail_all("session ended")
-                    if self._rpc is rpc:
-                        self._rpc = None
-                        self._ready = trio.Event()
         except TransportClosed as exc:
             self.last_error = exc.reason
         return authorized
+
+    def _agent_socket_closed(self, rpc: DerivRpc) -> None:
+        """Runs the moment the agent socket is known dead, before any caller wakes."""
+        if self._rpc is rpc:
+            self._rpc = None
+            self._ready = trio.Event()
 
     async def _read_then_cancel(self, rpc: DerivRpc, scope: trio.CancelScope) -> None:
         await rpc.run()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import trio
 
+_EPSILON = 1e-9
+
 
 class TokenBucket:
     """FIFO-fair: waiters are served in arrival order (a ``trio.Lock`` is fair)."""
@@ -35,7 +37,8 @@ class TokenBucket:
         """Take one token, sleeping (on trio's clock) until one is available."""
         async with self._lock:
             self._refill()
-            while self._tokens < 1.0:
-                await trio.sleep((1.0 - self._tokens) / self.rate_per_s)
+            while self._tokens < 1.0 - _EPSILON:
+                # at least 1 ms: float rounding must not turn this into a busy loop
+                await trio.sleep(max((1.0 - self._tokens) / self.rate_per_s, 1e-3))
                 self._refill()
-            self._tokens -= 1.0
+            self._tokens = max(self._tokens - 1.0, 0.0)

@@ -38,8 +38,11 @@ class _Pending:
 class DerivRpc:
     """One connection's multiplexer; run :meth:`run` in a task while calling."""
 
-    def __init__(self, conn: MessageConnection) -> None:
+    def __init__(
+        self, conn: MessageConnection, *, on_close: Callable[[DerivRpc], None] | None = None
+    ) -> None:
         self._conn = conn
+        self._on_close = on_close
         self._next_req_id = 1
         self._pending: dict[int, _Pending] = {}
         self._streams: dict[str, StreamHandler] = {}
@@ -68,12 +71,15 @@ class DerivRpc:
 
     def fail_all(self, reason: str) -> None:
         """Mark the connection dead and wake every waiting caller."""
-        if self.closed_reason is None:
+        first = self.closed_reason is None
+        if first:
             self.closed_reason = reason
         for pending in self._pending.values():
             pending.event.set()
         self._streams.clear()
         self.closed.set()
+        if first and self._on_close is not None:
+            self._on_close(self)
 
     async def aclose(self) -> None:
         self.fail_all("closed by client")

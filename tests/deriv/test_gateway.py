@@ -1,0 +1,249 @@
+"""The gateway against the in-process sandbox, on a mock clock."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from penpay.actors.deriv import (
+    DerivGateway,
+    DerivTimeout,
+    GatewayConfig,
+    InvalidToken,
+    MessageConnection,
+    OutcomeUnknown,
+    PaymentAgentTransferError,
+    RequestInvalid,
+    TransportClosed,
+)
+from penpay.sandbox.deriv import DerivWorld, FaultKind, InProcessDerivSandbox
+
+from .conftest import AGENT, FAST, JANE, Rig
+
+
+async def test_connects_authorizes_and_tracks_balance(autojump_clock: MockClock, rig: Rig) -> None:
+    gw = rig.gateway
+    assert gw.agent is not None and gw.agent.loginid == AGENT
+    assert gw.agent_balance_cents == 1_000_000
+    result = await gw.paymentagent_transfer(JANE, 1_050, "USD", "dep-1")
+    assert result.client_loginid == JANE
+    assert result.client_full_name == "Jane Wanjiru"
+    assert result.transaction_id is not None and not result.dry_run
+    assert await gw.wait_for_balance(lambda c: c == 998_950) == 998_950
+    assert rig.world.balance_cents(JANE) == 51_050
+    assert await gw.balance() == 998_950
+
+
+async def test_dry_run_and_business_error(autojump_clock: MockClock, rig: Rig) -> None:
+    gw = rig.gateway
+    dry = await gw.paymentagent_transfer(JANE, 1_000, "USD", "check", dry_run=True)
+    assert dry.dry_run and dry.transaction_id is None and dry.client_full_name == "Jane Wanjiru"
+    with pytest.raises(PaymentAgentTransferError) as info:
+        await gw.paymentagent_transfer(JANE, 999, "USD", "too-small")
+    assert info.value.code == "PaymentAgentTransferError"
+    assert info.value.message == "Invalid amount. Minimum is 10, maximum is 2000."
+    assert rig.world.moves == []
+
+
+async def test_invalid_arguments_are_refused_before_sending(
+    autojump_clock: MockClock, rig: Rig
+) -> None:
+    for args in [
+        ("CR1", 0, "USD", "x"),
+        ("CR1", 100, "USD", "semi;colon"),
+        ("1CR", 100, "USD", ""),
+    ]:
+        with pytest.raises(RequestInvalid):
+            await rig.gateway.paymentagent_transfer(*args)
+
+
+async def test_drop_before_apply_is_unknown_and_not_found(
+    autojump_clock: MockClock, rig: Rig
+) -> None:
+    rig.world.inject_fault("paymentagent_transfer", FaultKind.DROP_BEFORE_APPLY)
+    with pytest.raises(OutcomeUnknown) as info:
+        await rig.gateway.paymentagent_transfer(JANE, 2_000, "USD", "dep-lost")
+    assert info.value.call == "paymentagent_transfer"
+    assert await rig.gateway.find_transfer("dep-lost") is None
+    assert rig.world.moves == []
+    assert rig.gateway.connects == 2  # reconnected for the statement lookup
+
+
+async def test_drop_after_apply_is_unknown_and_found(autojump_clock: MockClock, rig: Rig) -> None:
+    rig.world.inject_fault("paymentagent_transfer", FaultKind.DROP_AFTER_APPLY)
+    with pytest.raises(OutcomeUnknown):
+        await rig.gateway.paymentagent_transfer(JANE, 2_000, "USD", "dep-applied")
+    found = await rig.gateway.find_transfer("dep-applied", transfer_to=JANE, amount_cents=2_000)
+    assert found is not None
+    assert found.amount_cents == 2_000
+    (move,) = rig.world.moves
+    assert found.transaction_id == move.transaction_id
+    assert await rig.gateway.find_transfer("dep-applied", amount_cents=2_001) is None
+    assert await rig.gateway.find_transfer("dep-appl") is None  # no prefix matches
+
+
+async def test_receive_failed_says_money_moved(autojump_clock: MockClock, rig: Rig) -> None:
+    rig.world.inject_fault("paymentagent_transfer", FaultKind.RECEIVE_FAILED)
+    with pytest.raises(PaymentAgentTransferError) as info:
+        await rig.gateway.paymentagent_transfer(JANE, 1_234, "USD", "dep-rf")
+    assert info.value.message == (
+        "We have deducted 12.34 USD from your account. Your funds may be temporarily "
+        "unavailable until the transaction is complete."
+    )
+    assert info.value.money_may_have_moved
+    assert await rig.gateway.find_transfer("dep-rf") is not None
+
+
+async def test_injected_error_code(autojump_clock: MockClock, rig: Rig) -> None:
+    rig.world.inject_fault("paymentagent_transfer", FaultKind.ERROR)
+    with pytest.raises(PaymentAgentTransferError) as info:
+        await rig.gateway.paymentagent_transfer(JANE, 1_000, "USD", "dep-bi102")
+    assert info.value.message == "Request too frequent. Please try again later."
+    rig.world.inject_fault("balance", FaultKind.ERROR, code="RateLimitExceeded", message="x")
+    with pytest.raises(Exception) as other:
+        await rig.gateway.balance()
+    assert getattr(other.value, "code", None) == "RateLimitExceeded"
+
+
+async def test_timeout_is_unknown_and_leaves_no_pending_entry(
+    autojump_clock: MockClock, rig: Rig
+) -> None:
+    rig.world.inject_fault("paymentagent_transfer", FaultKind.DELAY, delay_s=60)
+    start = trio.current_time()
+    with pytest.raises(OutcomeUnknown) as info:
+        await rig.gateway.paymentagent_transfer(JANE, 1_000, "USD", "dep-slow")
+    assert trio.current_time() - start == pytest.approx(FAST.call_timeout_s)
+    assert "no answer" in info.value.reason
+    assert rig.gateway.pending_calls == 0
+    await trio.sleep(60)  # the late answer arrives and is dropped
+    assert rig.gateway.pending_calls == 0
+    assert await rig.gateway.find_transfer("dep-slow") is not None  # it did happen
+    assert len(rig.world.moves) == 1
+
+
+async def test_read_call_timeout_is_retryable(autojump_clock: MockClock, rig: Rig) -> None:
+    rig.world.inject_fault("balance", FaultKind.DELAY, delay_s=60)
+    with pytest.raises(DerivTimeout):
+        await rig.gateway.balance()
+    assert await rig.gateway.balance() == 1_000_000
+
+
+async def test_concurrent_calls_are_correlated(autojump_clock: MockClock, rig: Rig) -> None:
+    for n in range(30):
+        rig.world.set_balance(AGENT, 1_000_000 + n)  # no statement rows; use transfers below
+    for n in range(10):
+        await rig.gateway.paymentagent_transfer(JANE, 1_000 + n, "USD", f"seed-{n}")
+    rig.world.inject_fault("statement", FaultKind.DELAY, times=None, probability=0.5, delay_s=0.5)
+    results: dict[int, int] = {}
+
+    async def statement(limit: int) -> None:
+        rows = await rig.gateway.statement(limit=limit)
+        results[limit] = len(rows)
+
+    async def ping() -> None:
+        await rig.gateway.ping()
+
+    async with trio.open_nursery() as nursery:
+        for n in range(50):
+            nursery.start_soon(statement, n % 10 + 1 if n < 10 else 1)
+            nursery.start_soon(ping)
+    assert all(count == limit for limit, count in results.items())
+    assert rig.gateway.pending_calls == 0
+
+
+async def test_reconnect_restores_auth_and_balance_stream(
+    autojump_clock: MockClock, rig: Rig
+) -> None:
+    assert rig.world.drop_connections() == 1
+    await trio.sleep(1)
+    await rig.gateway.wait_connected()
+    assert rig.gateway.connects == 2
+    rig.world.set_balance(AGENT, 777)
+    assert await rig.gateway.wait_for_balance(lambda c: c == 777) == 777
+
+
+async def test_keepalive_outlives_idle_timeout(autojump_clock: MockClock, rig: Rig) -> None:
+    await trio.sleep(600)
+    assert rig.gateway.connects == 1
+    assert rig.gateway.connected
+
+
+async def test_late_pong_forces_reconnect(autojump_clock: MockClock, rig: Rig) -> None:
+    rig.world.inject_fault("ping", FaultKind.DELAY, delay_s=11)
+    await trio.sleep(30 + 10 + 1)  # first keep-alive ping, 10 s pong deadline, back-off
+    await rig.gateway.wait_connected()
+    assert rig.gateway.connects == 2
+    assert "keep-alive" in (rig.gateway.last_error or "")
+
+
+async def test_own_rate_limit_stays_under_deriv_budget(autojump_clock: MockClock, rig: Rig) -> None:
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for _ in range(400):
+            nursery.start_soon(rig.gateway.balance)  # none may hit RateLimit
+    elapsed = trio.current_time() - start
+    # 400 calls at 200/min after a burst of 10 (2 of it spent on authorize + subscribe)
+    assert elapsed == pytest.approx((400 - 8) * 60 / 200, rel=0.01)
+
+
+async def test_reconnect_backoff_is_exponential_with_jitter(
+    autojump_clock: MockClock, world: DerivWorld
+) -> None:
+    attempts: list[float] = []
+    async with trio.open_nursery() as nursery:
+        sandbox = InProcessDerivSandbox(world)
+        await nursery.start(sandbox.run)
+
+        @asynccontextmanager
+        async def flaky() -> AsyncIterator[MessageConnection]:
+            attempts.append(trio.current_time())
+            if len(attempts) <= 6:
+                raise TransportClosed("connection refused")
+            async with sandbox.connect() as conn:
+                yield conn
+
+        config = GatewayConfig(backoff_initial_s=1.0, backoff_max_s=8.0, backoff_jitter=0.2)
+        gw = DerivGateway(flaky, "agent-token", rng=random.Random(3), config=config)
+        await nursery.start(gw.run)
+        await gw.wait_connected()
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        for gap, base in zip(gaps, [1, 2, 4, 8, 8, 8], strict=True):
+            assert base <= gap <= base * 1.2
+        nursery.cancel_scope.cancel()
+
+
+async def test_invalid_agent_token_keeps_retrying(
+    autojump_clock: MockClock, world: DerivWorld
+) -> None:
+    async with trio.open_nursery() as nursery:
+        sandbox = InProcessDerivSandbox(world)
+        await nursery.start(sandbox.run)
+        gw = DerivGateway(sandbox.connect, "wrong", rng=random.Random(3), config=FAST)
+        await nursery.start(gw.run)
+        await trio.sleep(5)
+        assert not gw.connected
+        assert "InvalidToken" in (gw.last_error or "")
+        world.add_token("wrong", AGENT, ["read", "payments"])
+        await gw.wait_connected()
+        nursery.cancel_scope.cancel()
+
+
+async def test_user_token_verification(autojump_clock: MockClock, rig: Rig) -> None:
+    info = await rig.gateway.verify_user_token("jane-token")
+    assert (info.loginid, info.currency, info.fullname, info.email) == (
+        JANE,
+        "USD",
+        "Jane Wanjiru",
+        "jane@example.com",
+    )
+    assert not info.is_virtual and info.scopes == ("payments", "read")
+    with pytest.raises(InvalidToken):
+        await rig.gateway.verify_user_token("nope")
+    await trio.sleep(1)
+    assert rig.world.connection_count == 1  # the user sockets were closed
