@@ -58,8 +58,9 @@ class WebSocketMessageConnection:
     stream), so this adapter needs no lock of its own.
     """
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+    def __init__(self, ws: trio_websocket.WebSocketConnection, *, close_timeout_s: float = 1.0):
         self._ws = ws
+        self._close_timeout_s = close_timeout_s
 
     async def send_message(self, message: str) -> None:
         try:
@@ -77,7 +78,8 @@ class WebSocketMessageConnection:
         return message
 
     async def aclose(self) -> None:
-        with trio.move_on_after(5) as scope:
+        """Close handshake, bounded and shielded: closing must finish even when cancelled."""
+        with trio.move_on_after(self._close_timeout_s) as scope:
             scope.shield = True
             await self._ws.aclose()
 

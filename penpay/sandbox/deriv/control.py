@@ -157,6 +157,9 @@ def control_app(world: DerivWorld) -> Starlette:
             ]
         )
 
+    async def expire_codes(request: Request) -> JSONResponse:
+        return JSONResponse({"expired": world.expire_codes(request.query_params.get("email"))})
+
     async def moves(request: Request) -> JSONResponse:
         return JSONResponse([dataclasses.asdict(m) for m in world.moves])
 
@@ -169,7 +172,7 @@ def control_app(world: DerivWorld) -> Starlette:
         fault = world.inject_fault(
             str(data["call"]),
             FaultKind(str(data["kind"])),
-            times=None if times is None else _int(data, "times"),
+            times=None if times is None else _int(data, "times", 1),
             probability=float(data.get("probability", 1.0)),
             code=data.get("code"),
             message=data.get("message"),
@@ -203,6 +206,7 @@ def control_app(world: DerivWorld) -> Starlette:
         Route(f"{PREFIX}/tokens", guarded(add_token), methods=["POST"]),
         Route(f"{PREFIX}/tokens/{{token}}", guarded(revoke_token), methods=["DELETE"]),
         Route(f"{PREFIX}/mailbox", guarded(mailbox), methods=["GET"]),
+        Route(f"{PREFIX}/codes/expire", guarded(expire_codes), methods=["POST"]),
         Route(f"{PREFIX}/moves", guarded(moves), methods=["GET"]),
         Route(f"{PREFIX}/faults", guarded(list_faults), methods=["GET"]),
         Route(f"{PREFIX}/faults", guarded(add_fault), methods=["POST"]),

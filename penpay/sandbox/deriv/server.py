@@ -24,6 +24,9 @@ from penpay.sandbox.deriv.protocol import DerivSession
 from penpay.sandbox.deriv.state import DerivWorld
 
 WEBSOCKET_PATH = "/websockets/v3"
+CLOSE_TIMEOUT_S = 0.2
+"""How long a closing session waits for the client's close frame (a peer that is
+gone never answers; a drop must not hold a server task for seconds)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ async def serve_deriv_sandbox(
             await request.reject(404, body=b"unknown path")
             return
         ws = await request.accept()
-        await DerivSession(world, WebSocketMessageConnection(ws)).run()
+        conn = WebSocketMessageConnection(ws, close_timeout_s=CLOSE_TIMEOUT_S)
+        await DerivSession(world, conn).run()
 
     async with trio.open_nursery() as nursery:
         server: trio_websocket.WebSocketServer = await nursery.start(

@@ -337,6 +337,16 @@ class DerivWorld:
                 return m.code
         return None
 
+    def expire_codes(self, email: str | None = None) -> int:
+        """Make outstanding verification codes (of ``email``, or all) expire now."""
+        now = self.monotonic()
+        expired = 0
+        for entry in self.codes.values():
+            if email is None or entry.email == email:
+                entry.expires_at = now
+                expired += 1
+        return expired
+
     def inject_fault(
         self,
         call: str,
