@@ -12,7 +12,14 @@ with ``WORKERS`` concurrent callers:
   same concurrency, same hot account: a ``balances`` table, one database
   transaction per phase, ``SELECT … FOR UPDATE`` of both rows, check,
   ``UPDATE``, insert the transfer row;
-- ``hot_ratio`` = hot / uniform, ``vs_baseline`` = hot / baseline.
+- ``hot_ratio`` = hot / uniform, ``vs_baseline`` = hot / baseline;
+- ``workers``: the concurrent callers of every run (``PENPAY_BENCH_WORKERS``,
+  default ``WORKERS``), the same for ours and the baseline.
+
+Both sides are warmed up before anything is timed: every account actor is
+activated (its journal recovered) by the funding transfers and one balance
+query each, and the baseline's balances table is read once, so the measured
+windows hold steady-state transfers only, not 10,000 activations.
 
 Uses ``PENPAY_BENCH_DATABASE_URL`` (an administrative URL: the benchmark
 creates and drops its own database) or else an embedded PostgreSQL.
@@ -106,14 +113,16 @@ async def _drive(workers: int, total: int, one: Callable[[int], Awaitable[None]]
     return total / (time.perf_counter() - started)
 
 
-async def _ours(db: Database) -> tuple[float, float]:
+async def _ours(db: Database, workers: int) -> tuple[float, float]:
     from penpay.storage.transfers import open_pg_transfer_store
 
     chart = _chart()
     rng = random.Random(7)
     config = EngineConfig(passivate_after_s=None, ask_timeout_s=120.0)
     async with (
-        open_pg_journal(db, batch_events_max=2000, batch_window_ms=1.0) as journal,
+        open_pg_journal(
+            db, batch_events_max=2000, batch_window_ms=1.0, writer_connections=2
+        ) as journal,
         open_pg_transfer_store(db, batch_rows_max=2000, batch_window_ms=1.0) as store,
         open_actor_system(config=config, journal=journal) as system,
     ):
@@ -129,6 +138,8 @@ async def _ours(db: Database) -> tuple[float, float]:
             assert result.ok, result
 
         await _drive(64, (ACCOUNTS + 49) // 50, fund)
+        # Warm-up: every account actor live before the timed runs.
+        await ledger.balances()
 
         async def two_phase(debit: str, credit: str) -> None:
             pending = _t(debit, credit, rng.randint(1, 100_00), TransferKind.PENDING)
@@ -144,8 +155,8 @@ async def _ours(db: Database) -> tuple[float, float]:
         async def hot(_: int) -> None:
             await two_phase(_wallet(rng.randrange(ACCOUNTS)), "mpesa_float")
 
-        uniform_per_s = await _drive(WORKERS, TRANSFERS_UNIFORM, uniform)
-        hot_per_s = await _drive(WORKERS, TRANSFERS_HOT, hot)
+        uniform_per_s = await _drive(workers, TRANSFERS_UNIFORM, uniform)
+        hot_per_s = await _drive(workers, TRANSFERS_HOT, hot)
         line = (await ledger.trial_balance())[Currency.KES]
         assert line.balanced, line
     return uniform_per_s, hot_per_s
@@ -166,7 +177,7 @@ _LOCK = "SELECT account, posted, pending FROM bench_balances WHERE account = ANY
 _LOCK += "ORDER BY account FOR UPDATE"
 
 
-async def _baseline(db: Database) -> float:
+async def _baseline(db: Database, workers: int) -> float:
     await db.execute(_BASELINE_SCHEMA)
     await db.execute(
         "INSERT INTO bench_balances SELECT 'wallet_' || lpad(i::text, 5, '0'), $1, 0, true "
@@ -175,6 +186,8 @@ async def _baseline(db: Database) -> float:
         ACCOUNTS,
     )
     await db.execute("INSERT INTO bench_balances VALUES ('mpesa_float', 0, 0, false)")
+    await db.execute("ANALYZE bench_balances")
+    await db.fetch("SELECT * FROM bench_balances")  # warm-up: every row in the buffer cache
     rng = random.Random(7)
 
     async def phase(debit: str, credit: str, amount: int, kind: str, pending: str | None) -> str:
@@ -218,10 +231,11 @@ async def _baseline(db: Database) -> float:
         pending = await phase(wallet, "mpesa_float", amount, "pending", None)
         await phase(wallet, "mpesa_float", amount, "post", pending)
 
-    return await _drive(WORKERS, TRANSFERS_BASELINE, hot)
+    return await _drive(workers, TRANSFERS_BASELINE, hot)
 
 
 async def _main(admin_url: str) -> dict[str, object]:
+    workers = int(os.environ.get("PENPAY_BENCH_WORKERS", WORKERS))
     name = "bench_ledger_" + secrets.token_hex(4)
     async with database(admin_url, pool_size_max=1) as admin:
         await admin.execute(f'CREATE DATABASE "{name}"')
@@ -229,8 +243,8 @@ async def _main(admin_url: str) -> dict[str, object]:
             url = _with_database(admin_url, name)
             async with database(url, pool_size_max=BASELINE_CONNECTIONS) as db:
                 await migrate(db)
-                uniform, hot = await _ours(db)
-                baseline = await _baseline(db)
+                uniform, hot = await _ours(db, workers)
+                baseline = await _baseline(db, workers)
         finally:
             with trio.CancelScope(shield=True):
                 await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -240,6 +254,7 @@ async def _main(admin_url: str) -> dict[str, object]:
         "baseline_hot_transfers_per_s": round(baseline),
         "hot_ratio": round(hot / uniform, 2),
         "vs_baseline": round(hot / baseline, 1),
+        "workers": workers,
     }
 
 
