@@ -31,6 +31,7 @@ per reserve batch instead of one per reserve batch plus one per confirm).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import msgspec
@@ -40,6 +41,7 @@ from penpay.actors.ledger.errors import AccountRefused
 from penpay.actors.ledger.model import (
     Balance,
     ResultCode,
+    Transfer,
     TransferKind,
     admit,
     apply_effect,
@@ -88,6 +90,18 @@ class Release(msgspec.Struct, frozen=True):
     group_id: str
 
 
+class ApplyResolutions(msgspec.Struct, frozen=True):
+    """Committed posts/voids of pending transfers open here, reserved nowhere (idempotent).
+
+    A group made only of posts and voids needs no hold: neither can break a
+    flag, and the store's unique resolution per pending id decides which
+    one wins. It is committed first and then applied here.
+    """
+
+    group_id: str
+    legs: tuple[Leg, ...]
+
+
 class GetBalance(msgspec.Struct, frozen=True):
     """Reply: a copy of the confirmed :class:`Balance`."""
 
@@ -114,6 +128,13 @@ class GroupConfirmed(msgspec.Struct, frozen=True, tag="ledger.group_confirmed"):
 
 class GroupReleased(msgspec.Struct, frozen=True, tag="ledger.group_released"):
     group_id: str
+
+
+class PendingResolved(msgspec.Struct, frozen=True, tag="ledger.pending_resolved"):
+    """Committed posts/voids applied without a hold (see :class:`ApplyResolutions`)."""
+
+    group_id: str
+    legs: tuple[Leg, ...]
 
 
 # ------------------------------------------------------------------------ state
@@ -173,9 +194,40 @@ def apply_event(state: AccountState, event: Any) -> AccountState:
                 elif leg.kind.resolves_pending:
                     assert leg.pending_id is not None
                     del state.open_pending[leg.pending_id]
+        case PendingResolved(_, legs):
+            for leg in legs:
+                assert leg.pending_id is not None
+                del state.open_pending[leg.pending_id]
+                apply_effect(
+                    state.balance, leg.side, leg.kind, leg.amount_cents, leg.pending_amount_cents
+                )
         case _:
             raise TypeError(f"not a ledger account event: {event!r}")
     return state
+
+
+def resolution_legs(
+    key: str, state: AccountState, transfers: Iterable[Transfer]
+) -> tuple[Leg, ...]:
+    """This account's legs of committed resolutions whose pending transfer is still open here."""
+    legs: list[Leg] = []
+    for t in transfers:
+        assert t.pending_id is not None
+        open_pending = state.open_pending.get(t.pending_id)
+        if open_pending is None:
+            continue
+        side = Side.DEBIT if t.debit_account == key else Side.CREDIT
+        legs.append(
+            Leg(
+                transfer_id=t.id,
+                kind=t.kind,
+                side=side,
+                amount_cents=t.amount_cents,
+                pending_id=t.pending_id,
+                pending_amount_cents=open_pending.amount_cents,
+            )
+        )
+    return tuple(legs)
 
 
 def decide_reserve(
@@ -235,7 +287,9 @@ class LedgerAccount(EventSourcedActor[AccountState]):
     kind = "ledger-account"
     batch_messages_max: ClassVar[int] = ACCOUNT_BATCH_MESSAGES_MAX
     snapshot_every_events: ClassVar[int | None] = ACCOUNT_SNAPSHOT_EVERY_EVENTS
-    codec: ClassVar[EventCodec] = EventCodec(HoldsReserved, GroupConfirmed, GroupReleased)
+    codec: ClassVar[EventCodec] = EventCodec(
+        HoldsReserved, GroupConfirmed, GroupReleased, PendingResolved
+    )
     state_type = AccountState
 
     spec: AccountSpec
@@ -259,16 +313,25 @@ class LedgerAccount(EventSourcedActor[AccountState]):
         return apply_event(state, event)
 
     async def on_recovered(self) -> None:
-        """Resolve holds a crash left behind: the store says whether each group committed."""
-        if not self.state.held:
-            return
-        outcomes = await self.store.resolve_groups(list(self.state.held))
-        await self.persist(
-            *(
-                GroupConfirmed(group_id) if committed else GroupReleased(group_id)
-                for group_id, committed in outcomes.items()
+        """Resolve what a crash left behind, from the store.
+
+        Holds: whether each group committed. Open pending transfers: whether
+        a post/void of them committed that the journal does not show yet (it
+        is applied without a hold, and journaled lazily).
+        """
+        if self.state.held:
+            outcomes = await self.store.resolve_groups(list(self.state.held))
+            await self.persist(
+                *(
+                    GroupConfirmed(group_id) if committed else GroupReleased(group_id)
+                    for group_id, committed in outcomes.items()
+                )
             )
-        )
+        if self.state.open_pending:
+            found = await self.store.get_resolutions(list(self.state.open_pending))
+            legs = resolution_legs(self.key, self.state, found.values())
+            if legs:
+                await self.persist(PendingResolved("recovered", legs))
 
     async def receive(self, message: Any) -> Any:
         [reply] = await self.receive_batch([message])
@@ -294,6 +357,20 @@ class LedgerAccount(EventSourcedActor[AccountState]):
                     event: Any = HoldsReserved(group_id, legs)
                     replies.append(True)
                     durable_needed = True
+                case ApplyResolutions(group_id, legs):
+                    replies.append(None)
+                    pending_ids = [leg.pending_id for leg in legs if leg.pending_id is not None]
+                    for held_group in {state.held_transfer_ids.get(p) for p in pending_ids}:
+                        # A resolution's row references its pending transfer's row,
+                        # so a group that created one of these has committed.
+                        if held_group is not None and held_group in state.held:
+                            confirmed = GroupConfirmed(held_group)
+                            apply_event(state, confirmed)
+                            events.append(confirmed)
+                    legs = tuple(leg for leg in legs if leg.pending_id in state.open_pending)
+                    if not legs:
+                        continue  # already applied
+                    event = PendingResolved(group_id, legs)
                 case Confirm(group_id):
                     replies.append(None)
                     if group_id not in state.held:

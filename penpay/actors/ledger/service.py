@@ -12,6 +12,10 @@ crash-safety argument):
    database transaction: the commit point;
 4. tell the accounts to **confirm**.
 
+A group made only of posts/voids of pending transfers skips step 2: it is
+committed at once (the store admits one resolution per pending transfer, and
+neither can break a flag), then applied on its accounts.
+
 Idempotency needs no read on the happy path: resubmitting a stored id fails
 at step 2 or 3 (its money is already held or its id is taken), and only
 then does the service read the store to answer ``exists`` or
@@ -27,9 +31,11 @@ from collections.abc import Iterable, Mapping, Sequence
 import msgspec
 
 from penpay.actors.ledger.account import (
+    ApplyResolutions,
     Confirm,
     GetBalance,
     GetHeldGroups,
+    GetOpenPending,
     LedgerAccount,
     Leg,
     Release,
@@ -208,6 +214,8 @@ class Ledger:
         ]
         legs = _legs(stamped, pending)
         accounts = sorted(legs)
+        if all(t.pending_id is not None for t in transfers):
+            return await self._commit_resolutions(transfers, stamped, group_id, legs)
         asked: list[str] = []
         try:
             for account in accounts:
@@ -237,6 +245,37 @@ class Ledger:
                 tuple(TransferResult(t.id, ResultCode.OK) for t in transfers), group_id
             )
         await self._tell_all(accounts, Release(group_id))
+        if outcome is CommitOutcome.ABORTED:
+            raise LedgerUnavailable(f"group {group_id} was aborted by recovery; nothing applied")
+        return await self._explain(transfers, [ResultCode.ID_IN_FLIGHT] * len(transfers))
+
+    async def _commit_resolutions(
+        self,
+        transfers: Sequence[Transfer],
+        stamped: Sequence[Transfer],
+        group_id: str,
+        legs: Mapping[str, list[Leg]],
+    ) -> GroupResult:
+        """A group of posts/voids only: commit first, then apply on the accounts.
+
+        No hold is needed: a post or void can never break a flag, and the
+        store admits one resolution per pending transfer, so the commit alone
+        decides. An account that misses the apply (crash) finds the
+        resolution in the store when it is next activated, or at
+        :meth:`recover`.
+        """
+        accounts = sorted(legs)
+        try:
+            outcome = await self.store.commit(group_id, stamped)
+        except TransferStoreUnavailable as exc:
+            outcome = await self._decide_unknown(group_id, accounts, exc)
+        if outcome is CommitOutcome.COMMITTED:
+            for account in accounts:
+                await self._tell(account, ApplyResolutions(group_id, tuple(legs[account])))
+            self._remember(stamped)
+            return GroupResult(
+                tuple(TransferResult(t.id, ResultCode.OK) for t in transfers), group_id
+            )
         if outcome is CommitOutcome.ABORTED:
             raise LedgerUnavailable(f"group {group_id} was aborted by recovery; nothing applied")
         return await self._explain(transfers, [ResultCode.ID_IN_FLIGHT] * len(transfers))
@@ -304,12 +343,29 @@ class Ledger:
             held: list[str] = await self._ref(account).ask(
                 GetHeldGroups(), timeout=self.ask_timeout_s
             )
-            if not held:
+            if held:
+                outcomes = await self.store.resolve_groups(held)
+                for group_id, committed in outcomes.items():
+                    message = Confirm(group_id) if committed else Release(group_id)
+                    await self._ref(account).tell(message)
+                    resolved += 1
+            # Posts/voids committed without a hold whose apply never arrived.
+            open_ids: list[str] = await self._ref(account).ask(
+                GetOpenPending(), timeout=self.ask_timeout_s
+            )
+            if not open_ids:
                 continue
-            outcomes = await self.store.resolve_groups(held)
-            for group_id, committed in outcomes.items():
-                message = Confirm(group_id) if committed else Release(group_id)
-                await self._ref(account).tell(message)
+            found = await self.store.get_resolutions(open_ids)
+            if not found:
+                continue
+            pending = await self.store.get_transfers(list(found))
+            by_group: dict[str, list[Leg]] = {}
+            for t in found.values():
+                assert t.pending_id is not None and t.linked_group is not None
+                for leg in _legs([t], pending).get(account, ()):
+                    by_group.setdefault(t.linked_group, []).append(leg)
+            for group_id, group_legs in by_group.items():
+                await self._ref(account).tell(ApplyResolutions(group_id, tuple(group_legs)))
                 resolved += 1
         return resolved
 
@@ -380,10 +436,13 @@ class Ledger:
     async def _tell_all(self, accounts: Iterable[str], message: Confirm | Release) -> None:
         """Best effort: an account that cannot take it resolves the hold on its next activation."""
         for account in accounts:
-            try:
-                await self._ref(account).tell(message)
-            except EngineError as exc:
-                log.warning("ledger account %s did not take %r: %s", account, message, exc)
+            await self._tell(account, message)
+
+    async def _tell(self, account: str, message: Confirm | Release | ApplyResolutions) -> None:
+        try:
+            await self._ref(account).tell(message)
+        except EngineError as exc:
+            log.warning("ledger account %s did not take %r: %s", account, message, exc)
 
     async def _decide_unknown(
         self, group_id: str, accounts: list[str], exc: TransferStoreUnavailable
