@@ -13,12 +13,13 @@ collected shillings moved to suspense until an operator resolves it.
 Ledger, for a deposit of ``U`` USD paid with ``K`` KES (see doc/ledger.md):
 
 - at creation, a hold reserves the Deriv float:
-  ``customer_in_transit_usd -> deriv_float`` U (pending);
+  ``fx_position_usd -> deriv_float`` U (pending; the float's flag refuses it
+  when the float cannot cover the deposit);
 - when M-Pesa confirms: ``mpesa_float -> customer_in_transit_kes`` K;
-- when Deriv confirms, the FX conversion is posted as one linked group:
-  ``customer_in_transit_kes`` K to ``fx_position_kes`` (at mid),
-  ``fx_spread_revenue_kes`` and ``rounding_kes``, plus
-  ``fx_position_usd -> customer_in_transit_usd`` U; then the hold is posted;
+- when Deriv confirms, the KES side of the conversion is posted as one linked
+  group: ``customer_in_transit_kes`` K to ``fx_position_kes`` (at mid),
+  ``fx_spread_revenue_kes`` and ``rounding_kes``; then the hold is posted,
+  which is the USD side;
 - refund: the hold is voided, then ``customer_in_transit_kes -> mpesa_float``
   K once B2C has paid.
 """
@@ -239,7 +240,10 @@ class Start(Input, frozen=True, tag="deposit_start"):
 
 def float_hold(quote: Quote) -> Posting:
     """The reservation of the Deriv float taken before a deposit is accepted."""
-    leg = Leg(Account.IN_TRANSIT_USD, Account.DERIV_FLOAT, quote.usd_cents, Currency.USD)
+    # The USD leaves the float for the FX position that "bought" it; posting this
+    # hold is the USD side of the conversion. (Debiting the customer liability here
+    # instead would overdraw it: nothing has been credited to it yet.)
+    leg = Leg(Account.FX_POSITION_USD, Account.DERIV_FLOAT, quote.usd_cents, Currency.USD)
     return Posting(name=FLOAT_HOLD, kind=PostingKind.HOLD, legs=(leg,))
 
 
@@ -267,13 +271,12 @@ def _unsuspend(state: DepositState) -> Posting:
 def _fx(state: DepositState) -> Posting:
     q = state.quote
     assert q is not None
-    kes, usd = Currency.KES, Currency.USD
+    kes = Currency.KES
     legs = [Leg(Account.IN_TRANSIT_KES, Account.FX_POSITION_KES, q.kes_at_mid_cents, kes)]
     if q.spread_cents:
         legs.append(Leg(Account.IN_TRANSIT_KES, Account.SPREAD_REVENUE_KES, q.spread_cents, kes))
     if q.rounding_cents:
         legs.append(Leg(Account.IN_TRANSIT_KES, Account.ROUNDING_KES, q.rounding_cents, kes))
-    legs.append(Leg(Account.FX_POSITION_USD, Account.IN_TRANSIT_USD, q.usd_cents, usd))
     return Posting(name="fx_conversion", kind=PostingKind.POSTED, legs=tuple(legs))
 
 
@@ -339,36 +342,57 @@ def decide(
             return _decide_stk_query(state, event, now_ms, timings)
         case Deadline(name="stk"):
             return _decide_stk_deadline(state, now_ms, timings)
-        case DerivCredited() if event.reference == state.deriv_reference:
-            return [Completed(now_ms, event.deriv_transaction_id)]
-        case DerivRejected() if event.reference == state.deriv_reference:
-            return [
-                RefundStarted(
-                    now_ms, "deriv_rejected", f"{event.code}: {event.message}",
-                    _refund_originator(state),
-                )
-            ]
-        case DerivUnknown() if event.reference == state.deriv_reference:
-            return [DerivCreditUnknown(now_ms, event.reference, event.reason)]
-        case DerivLookup() if event.reference == state.deriv_reference and state.deriv_unknown:
-            return _decide_deriv_lookup(state, event, now_ms, timings)
+        case DerivCredited() | DerivRejected() | DerivUnknown() | DerivLookup():
+            if state.status is not Status.AWAITING_DERIV_CONFIRMATION:
+                return []  # late or duplicate news: the credit's outcome is settled
+            return _decide_deriv(state, event, now_ms, timings)
         case Deadline(name="deriv_lookup") if state.deriv_unknown:
             return [DerivLookedUp(now_ms, state.deriv_reference or "")]
-        case B2CAccepted() if event.originator_conversation_id == state.refund_originator_id:
-            return [RefundAccepted(now_ms, event.conversation_id)]
-        case B2CRejected() if event.originator_conversation_id == state.refund_originator_id:
-            if event.error_code == DUPLICATE_ORIGINATOR:
-                # Daraja already has this payout (we resent after a restart): ask its status.
-                return [RefundUnknown(now_ms, "M-Pesa already holds this refund request")]
-            return [ReviewNeeded(now_ms, f"refund refused by M-Pesa: {event.error_code}")]
-        case B2CUnknown() if event.originator_conversation_id == state.refund_originator_id:
-            return [RefundUnknown(now_ms, event.reason)]
-        case B2CResult() if event.originator_conversation_id == state.refund_originator_id:
-            return _decide_refund_result(state, event, now_ms, timings)
+        case B2CAccepted() | B2CRejected() | B2CUnknown() | B2CResult():
+            if (
+                state.status is not Status.REVERSING
+                or event.originator_conversation_id != state.refund_originator_id
+            ):
+                return []
+            return _decide_refund(state, event, now_ms, timings)
         case Deadline(name="b2c") if state.status is Status.REVERSING:
             if state.refund_queries >= timings.b2c_queries_max:
                 return [ReviewNeeded(now_ms, "refund outcome unknown after status queries")]
             return [RefundQueried(now_ms)]
+    return []
+
+
+def _decide_deriv(
+    state: DepositState, event: Input, now_ms: int, timings: SagaTimings
+) -> list[DepositEvent]:
+    match event:
+        case DerivCredited() if event.reference == state.deriv_reference:
+            return [Completed(now_ms, event.deriv_transaction_id)]
+        case DerivRejected() if event.reference == state.deriv_reference:
+            detail = f"{event.code}: {event.message}"
+            return [RefundStarted(now_ms, "deriv_rejected", detail, _refund_originator(state))]
+        case DerivUnknown() if event.reference == state.deriv_reference:
+            return [DerivCreditUnknown(now_ms, event.reference, event.reason)]
+        case DerivLookup() if event.reference == state.deriv_reference and state.deriv_unknown:
+            return _decide_deriv_lookup(state, event, now_ms, timings)
+    return []  # news about another attempt's reference
+
+
+def _decide_refund(
+    state: DepositState, event: Input, now_ms: int, timings: SagaTimings
+) -> list[DepositEvent]:
+    match event:
+        case B2CAccepted():
+            return [RefundAccepted(now_ms, event.conversation_id)]
+        case B2CRejected() if event.error_code == DUPLICATE_ORIGINATOR:
+            # Daraja already has this payout (we resent after a restart): ask its status.
+            return [RefundUnknown(now_ms, "M-Pesa already holds this refund request")]
+        case B2CRejected():
+            return [ReviewNeeded(now_ms, f"refund refused by M-Pesa: {event.error_code}")]
+        case B2CUnknown():
+            return [RefundUnknown(now_ms, event.reason)]
+        case B2CResult():
+            return _decide_refund_result(state, event, now_ms, timings)
     return []
 
 
