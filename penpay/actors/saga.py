@@ -67,6 +67,8 @@ class Account(enum.StrEnum):
     ROUNDING_KES = "rounding_kes"
     SUSPENSE_KES = "suspense_kes"
     SUSPENSE_USD = "suspense_usd"
+    OWNER_EQUITY_KES = "owner_equity_kes"
+    OWNER_EQUITY_USD = "owner_equity_usd"
 
 
 class Leg(msgspec.Struct, frozen=True):

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Protocol
 
 import msgspec
 
-from penpay.actors import deposit
+from penpay.actors import deposit, withdrawal
 from penpay.actors.saga import (
     B2CResult,
     B2CUnknown,
@@ -32,6 +32,7 @@ from penpay.actors.saga import (
     ResolveRefused,
     SagaTimings,
     SetTimer,
+    WithdrawFromDeriv,
 )
 from penpay.engine import ActorRef, EventCodec, EventSourcedActor, Rejection, Timer
 
@@ -60,6 +61,8 @@ class GatewayRequest(msgspec.Struct, frozen=True):
     command: Command
     reply_kind: str
     reply_key: str
+    #: Whose transaction this is (a withdrawal is made with the user's Deriv token).
+    user_id: str = ""
 
 
 class GetState(msgspec.Struct, frozen=True):
@@ -168,7 +171,8 @@ class TransactionActor(EventSourcedActor[Any]):
                     self.deps.observe(self.kind, self.state)
                 case _:
                     command = self.fill_secret(command)
-                    request = GatewayRequest(command, self.kind, self.key)
+                    user_id = getattr(self.state, "user_id", "")
+                    request = GatewayRequest(command, self.kind, self.key, user_id)
                     await self.deps.gateway_for(command).tell(request)
 
     def fill_secret(self, command: Command) -> Command:
@@ -212,3 +216,37 @@ class DepositActor(TransactionActor):
             except LedgerRefused as exc:
                 detail = f"the Deriv float cannot cover this deposit: {exc}"
                 raise FloatUnavailable(detail) from None
+
+
+class WithdrawalActor(TransactionActor):
+    """One withdrawal. The Deriv verification code is held in memory only.
+
+    It is a credential, so no event records it: the code travels from the
+    Start request into the one ``paymentagent_withdraw`` call and is then
+    forgotten. After a restart the call's outcome is looked up, never
+    repeated, so the code is never needed again.
+    """
+
+    kind = "withdrawal"
+    flow = Flow(
+        kind="withdrawal",
+        state_type=withdrawal.WithdrawalState,
+        events=withdrawal.EVENT_TYPES,
+        decide=withdrawal.decide,
+        evolve=withdrawal.evolve,
+        react=withdrawal.react,
+        recover=withdrawal.recover,
+        payout_originator=lambda state: state.payout_originator_id,
+    )
+    codec = EventCodec(*withdrawal.EVENT_TYPES)
+    state_type = withdrawal.WithdrawalState
+
+    async def before_decide(self, message: Input) -> None:
+        if isinstance(message, withdrawal.Start) and not self.state.started:
+            self._secret_for_first_call = message.verification_code
+
+    def fill_secret(self, command: Command) -> Command:
+        if isinstance(command, WithdrawFromDeriv) and not command.verification_code:
+            code, self._secret_for_first_call = self._secret_for_first_call, None
+            return msgspec.structs.replace(command, verification_code=code or "")
+        return command

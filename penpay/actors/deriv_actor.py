@@ -1,0 +1,142 @@
+"""The Deriv gateway actor: the one place PenPay calls Deriv from.
+
+It owns the agent's :class:`~penpay.actors.deriv.DerivGateway` (one
+WebSocket, kept alive and re-authorised by the gateway itself) and turns
+every outcome of a call into an input for the transaction that asked. A
+money-moving call whose answer was lost becomes ``DerivUnknown``: it is never
+resent here; the transaction looks it up in the agent's statement instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from penpay.actors import deriv
+from penpay.actors.deriv.wire import number_to_cents
+from penpay.actors.saga import (
+    Command,
+    CreditDeriv,
+    DerivCredited,
+    DerivLookup,
+    DerivRejected,
+    DerivUnknown,
+    FindDerivTransfer,
+    FindDerivWithdrawal,
+    Input,
+    WithdrawFromDeriv,
+)
+from penpay.actors.transaction import GatewayRequest
+from penpay.engine import Actor
+
+log = logging.getLogger("penpay.deriv")
+
+#: How a user's Deriv API token is found (it is stored encrypted with the user).
+UserTokenLookup = Callable[[str], Awaitable[str | None]]
+
+
+class DerivGatewayActor(Actor):
+    kind = "deriv-gateway"
+
+    def __init__(
+        self, gateway: deriv.DerivGateway, agent_login_id: str, user_token: UserTokenLookup
+    ) -> None:
+        self.gateway = gateway
+        self.agent_login_id = agent_login_id
+        self.user_token = user_token
+
+    async def receive(self, message: Any) -> Any:
+        if not isinstance(message, GatewayRequest):
+            raise TypeError(f"{self.ref.address} cannot handle {type(message).__name__}")
+        self.start_task(self._execute, message)
+        return None
+
+    async def _execute(self, request: GatewayRequest) -> None:
+        try:
+            answer = await self.call(request.command, request.user_id)
+        except Exception:  # a bug here must not take the gateway down with it
+            log.exception("Deriv call %s failed unexpectedly", type(request.command).__name__)
+            answer = _unknown(request.command, "internal error in the Deriv gateway")
+        if answer is not None:
+            kind = self.system.kinds[request.reply_kind]
+            await self.system.ref(kind, request.reply_key).tell(answer)
+
+    async def call(self, command: Command, user_id: str) -> Input | None:
+        match command:
+            case CreditDeriv(login_id, usd_cents, reference):
+                return await self._credit(login_id, usd_cents, reference)
+            case FindDerivTransfer(reference):
+                return await self._find(reference, f"Agent note: {reference}")
+            case WithdrawFromDeriv(usd_cents, code, reference):
+                return await self._withdraw(user_id, usd_cents, code, reference)
+            case FindDerivWithdrawal(reference):
+                return await self._find(reference, f"Client note: {reference}")
+        raise TypeError(f"not a Deriv command: {command!r}")
+
+    async def _credit(self, login_id: str, usd_cents: int, reference: str) -> Input:
+        try:
+            result = await self.gateway.paymentagent_transfer(login_id, usd_cents, "USD", reference)
+        except deriv.OutcomeUnknown as exc:
+            return DerivUnknown(reference, exc.reason)
+        except deriv.DerivApiError as exc:
+            if exc.money_may_have_moved:  # "We have deducted ...": settle by statement
+                return DerivUnknown(reference, exc.message)
+            return DerivRejected(reference, exc.code, exc.message)
+        except deriv.DerivError as exc:
+            # Not sent (no connection): provably nothing moved, but the flow only
+            # retries after a lookup, so report it as unknown and let it look.
+            return DerivUnknown(reference, str(exc))
+        if result.transaction_id is None:
+            return DerivUnknown(reference, "Deriv answered without a transaction id")
+        return DerivCredited(reference, result.transaction_id)
+
+    async def _withdraw(self, user_id: str, usd_cents: int, code: str, reference: str) -> Input:
+        token = await self.user_token(user_id)
+        if token is None:
+            return DerivRejected(reference, "DerivAccountNotLinked", "no Deriv token on file")
+        if not code:
+            return DerivRejected(reference, "InvalidToken", "no verification code in hand")
+        try:
+            result = await self.gateway.paymentagent_withdraw(
+                token, self.agent_login_id, usd_cents, "USD", code, reference
+            )
+        except deriv.OutcomeUnknown as exc:
+            return DerivUnknown(reference, exc.reason)
+        except deriv.DerivApiError as exc:
+            if exc.money_may_have_moved:
+                return DerivUnknown(reference, exc.message)
+            return DerivRejected(reference, exc.code, exc.message)
+        except deriv.DerivError as exc:
+            return DerivUnknown(reference, str(exc))
+        if result.transaction_id is None:
+            return DerivUnknown(reference, "Deriv answered without a transaction id")
+        return DerivCredited(reference, result.transaction_id)
+
+    async def _find(self, reference: str, note: str) -> Input | None:
+        """Look for our reference in the agent's statement; None: no answer this time."""
+        size, pages = 100, 20
+        try:
+            for page in range(pages):
+                rows = await self.gateway.statement(limit=size, offset=page * size)
+                for row in rows:
+                    longcode = row.get("longcode")
+                    tid = row.get("transaction_id")
+                    if isinstance(longcode, str) and longcode.endswith(note) and type(tid) is int:
+                        if number_to_cents(row.get("amount")) is None:
+                            continue
+                        return DerivLookup(reference, tid)
+                if len(rows) < size:
+                    return DerivLookup(reference, None)
+        except deriv.DerivError as exc:
+            log.info("statement lookup for %r failed: %s", reference, exc)
+            return None  # the transaction's lookup deadline asks again
+        log.warning("statement lookup for %r reached its page limit", reference)
+        return None
+
+
+def _unknown(command: Command, reason: str) -> Input | None:
+    match command:
+        case CreditDeriv(reference=reference) | WithdrawFromDeriv(reference=reference):
+            return DerivUnknown(reference, reason)
+    return None
