@@ -13,7 +13,7 @@ money-moving call whose answer was lost turns into a reconciliation query.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -84,6 +84,10 @@ class Flow:
     payout_originator: Callable[[Any], str | None]
 
 
+async def _ignore(kind: str, state: Any) -> None:
+    return None
+
+
 @dataclass
 class SagaDeps:
     """Everything a transaction actor talks to, injected by the server or a test."""
@@ -92,8 +96,8 @@ class SagaDeps:
     #: The gateway actor that carries out a command (M-Pesa or Deriv).
     gateway_for: Callable[[Command], ActorRef]
     timings: SagaTimings = field(default_factory=SagaTimings)
-    #: Called after every status change with (kind, state); feeds read models.
-    observe: Callable[[str, Any], None] = lambda kind, state: None
+    #: Awaited after every status change with (kind, state); feeds read models.
+    observe: Callable[[str, Any], Awaitable[None]] = _ignore
 
 
 class TransactionActor(EventSourcedActor[Any]):
@@ -168,7 +172,7 @@ class TransactionActor(EventSourcedActor[Any]):
                 case SetTimer(name, at_ms):
                     self._arm(name, at_ms)
                 case Notify():
-                    self.deps.observe(self.kind, self.state)
+                    await self.deps.observe(self.kind, self.state)
                 case _:
                     command = self.fill_secret(command)
                     user_id = getattr(self.state, "user_id", "")

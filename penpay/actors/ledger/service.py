@@ -62,7 +62,7 @@ from penpay.actors.ledger.model import (
     validate_group,
 )
 from penpay.actors.ledger.store import CommitOutcome, TransferPage, TransferStore
-from penpay.engine import ActorRef, ActorSystem, EngineError
+from penpay.engine import ActorRef, ActorSystem, EngineError, MailboxFull
 from penpay.money import Currency
 
 log = logging.getLogger("penpay.ledger")
@@ -439,8 +439,12 @@ class Ledger:
             await self._tell(account, message)
 
     async def _tell(self, account: str, message: Confirm | Release | ApplyResolutions) -> None:
+        ref = self._ref(account)
         try:
-            await self._ref(account).tell(message)
+            try:
+                ref.tell_nowait(message)  # no schedule point unless the mailbox is full
+            except MailboxFull:
+                await ref.tell(message)  # back-pressure
         except EngineError as exc:
             log.warning("ledger account %s did not take %r: %s", account, message, exc)
 

@@ -1,0 +1,321 @@
+"""Payments: the application service between HTTP and the transaction actors.
+
+It holds the business rules a request must pass before any money moves
+(user status, a linked Deriv account, per-transaction limits, daily caps, a
+locked FX quote) and the bookkeeping around a transaction's life: tying the
+request's Idempotency-Key to one transaction id before the transaction
+starts, and keeping the read model current as the actors report changes.
+HTTP routes only translate requests and :class:`PaymentRefused` into wire
+formats.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Protocol
+
+from penpay.actors import deposit, withdrawal
+from penpay.actors.callbacks import CallbackTokens
+from penpay.actors.daraja import InvalidPhoneNumber, normalize_msisdn
+from penpay.actors.deriv import DerivApiError, DerivError, DerivGateway, InvalidToken
+from penpay.actors.fx import FxPolicy, Quote, TransactionType
+from penpay.actors.index import TransactionIndex, TransactionRow
+from penpay.actors.policy import Limits
+from penpay.actors.saga import Resolve, Status
+from penpay.actors.transaction import (
+    DepositActor,
+    GetState,
+    TransactionActor,
+    TransactionRefused,
+    WithdrawalActor,
+)
+from penpay.actors.views import transaction_view
+from penpay.engine import ActorSystem, EngineError
+from penpay.errors import PenPayError
+from penpay.money import Currency, MoneyError
+
+log = logging.getLogger("penpay.payments")
+
+NAIROBI = timezone(timedelta(hours=3))
+#: Internal status of a reserved transaction that was refused before it started.
+REFUSED = "REFUSED"
+
+
+class User(Protocol):
+    """What the payments rules read of a user."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def deriv_login_id(self) -> str | None: ...
+
+
+class UserDirectory(Protocol):
+    """Decrypts what is stored encrypted with a user, and records a Deriv link."""
+
+    def phone_of(self, user: Any) -> str | None: ...
+
+    def deriv_token_of(self, user: Any) -> str | None: ...
+
+    async def link_deriv(
+        self, user_id: uuid.UUID, *, login_id: str, currency: str, full_name: str, token: str
+    ) -> Any: ...
+
+
+class PaymentRefused(PenPayError):
+    """A request that cannot proceed; ``status`` and ``code`` are the HTTP answer."""
+
+    def __init__(self, status: int, code: str, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.field = field
+
+
+def day_start(now: datetime) -> datetime:
+    """Midnight in Nairobi (caps reset on the user's calendar day), as UTC."""
+    local = now.astimezone(NAIROBI)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+@dataclass
+class Payments:
+    system: ActorSystem
+    index: TransactionIndex
+    auth: UserDirectory
+    deriv: DerivGateway | None
+    tokens: CallbackTokens
+    fx: FxPolicy
+    limits: Limits
+
+    # ------------------------------------------------------------------ quotes
+
+    def quote(self, type: TransactionType, amount_cents: int, currency: Currency) -> Quote:
+        try:
+            return self.fx.quote(type, amount_cents, currency, self.system.clock.now_ms())
+        except MoneyError as exc:
+            raise PaymentRefused(422, "validation_failed", str(exc), "amount_cents") from None
+
+    # ----------------------------------------------------------- eligibility
+
+    def _eligible(self, user: User) -> None:
+        if user.status != "active":
+            raise PaymentRefused(403, "account_inactive", f"the account is {user.status}")
+        if not user.deriv_login_id or self.auth.deriv_token_of(user) is None:
+            detail = "link a Deriv account first (PUT /me/deriv-account)"
+            raise PaymentRefused(422, "deriv_account_not_linked", detail)
+
+    def _phone(self, user: User, requested: str | None) -> str:
+        raw = requested or self.auth.phone_of(user)
+        if raw is None:
+            raise PaymentRefused(422, "validation_failed", "no phone number", "phone_number")
+        try:
+            return normalize_msisdn(raw)
+        except InvalidPhoneNumber as exc:
+            raise PaymentRefused(422, "validation_failed", str(exc), "phone_number") from None
+
+    async def _check_limits(self, user: User, quote: Quote) -> None:
+        used = await self.index.used_usd_cents(
+            user.id, quote.type.value, day_start(self.system.clock.now())
+        )
+        refusal = self.limits.refusal(quote.type, quote.usd_cents, used)
+        if refusal is not None:
+            code, detail = refusal
+            raise PaymentRefused(422, code, detail, "amount_cents")
+
+    async def used_today(self, user: User, type: TransactionType) -> int:
+        return await self.index.used_usd_cents(
+            user.id, type.value, day_start(self.system.clock.now())
+        )
+
+    # ---------------------------------------------------------------- starting
+
+    async def _reserve(
+        self, user: User, key: str, quote: Quote
+    ) -> tuple[TransactionRow, bool]:
+        now = self.system.clock.now()
+        candidate = TransactionRow(
+            id=self.system.entropy.uuid7(self.system.clock.now_ms()),
+            user_id=user.id,
+            type=quote.type.value,
+            idempotency_key=key,
+            status=Status.PENDING.value,
+            usd_cents=quote.usd_cents,
+            kes_cents=quote.kes_cents,
+            created_at=now,
+            updated_at=now,
+            view={},
+        )
+        stored = await self.index.reserve(candidate)
+        return stored, stored.id == candidate.id
+
+    async def _start(
+        self, kind: type[TransactionActor], row: TransactionRow, start: Any
+    ) -> dict[str, Any]:
+        ref = self.system.ref(kind, str(row.id))
+        try:
+            state = await ref.ask(start)
+        except TransactionRefused as exc:
+            await self.index.update(row.id, REFUSED, {}, self.system.clock.now())
+            raise PaymentRefused(503, exc.code, str(exc)) from None
+        view = transaction_view(state)
+        await self.index.update(row.id, state.status.value, view, self.system.clock.now())
+        return view
+
+    async def start_deposit(
+        self, user: User, key: str, amount_cents: int, currency: Currency, phone: str | None
+    ) -> dict[str, Any]:
+        self._eligible(user)
+        msisdn = self._phone(user, phone)
+        quote = self.quote(TransactionType.DEPOSIT, amount_cents, currency)
+        await self._check_limits(user, quote)
+        row, _ = await self._reserve(user, key, quote)
+        assert user.deriv_login_id is not None
+        transaction_id = str(row.id)
+        start = deposit.Start(
+            transaction_id=transaction_id,
+            user_id=str(user.id),
+            phone=msisdn,
+            deriv_login_id=user.deriv_login_id,
+            quote=quote,
+            callback_token=self.tokens.issue("deposit", transaction_id),
+        )
+        return await self._start(DepositActor, row, start)
+
+    async def start_withdrawal(
+        self,
+        user: User,
+        key: str,
+        amount_cents: int,
+        currency: Currency,
+        verification_code: str,
+        phone: str | None,
+    ) -> dict[str, Any]:
+        self._eligible(user)
+        if currency is not Currency.USD:
+            raise PaymentRefused(422, "validation_failed", "withdrawals are in USD", "currency")
+        if not verification_code.isalnum() or not 6 <= len(verification_code) <= 128:
+            raise PaymentRefused(
+                422, "verification_code_invalid", "the verification code is malformed",
+                "verification_code",
+            )
+        msisdn = self._phone(user, phone)
+        quote = self.quote(TransactionType.WITHDRAWAL, amount_cents, currency)
+        await self._check_limits(user, quote)
+        row, _ = await self._reserve(user, key, quote)
+        assert user.deriv_login_id is not None
+        transaction_id = str(row.id)
+        start = withdrawal.Start(
+            transaction_id=transaction_id,
+            user_id=str(user.id),
+            phone=msisdn,
+            deriv_login_id=user.deriv_login_id,
+            quote=quote,
+            callback_token=self.tokens.issue("withdrawal", transaction_id),
+            verification_code=verification_code,
+        )
+        return await self._start(WithdrawalActor, row, start)
+
+    # ------------------------------------------------------------------ Deriv
+
+    def _deriv(self) -> DerivGateway:
+        if self.deriv is None:
+            raise PaymentRefused(503, "temporarily_unavailable", "Deriv is not connected")
+        return self.deriv
+
+    async def link_deriv(self, user: User, login_id: str, token: str) -> dict[str, Any]:
+        """Confirm with Deriv that ``token`` belongs to the real USD account ``login_id``."""
+        try:
+            info = await self._deriv().verify_user_token(token)
+        except InvalidToken:
+            raise PaymentRefused(422, "deriv_token_invalid", "Deriv rejected the token") from None
+        except DerivApiError as exc:
+            raise PaymentRefused(422, "deriv_token_invalid", exc.message) from None
+        except DerivError as exc:
+            raise PaymentRefused(503, "temporarily_unavailable", str(exc)) from None
+        if info.loginid.upper() != login_id.upper():
+            raise PaymentRefused(
+                422, "deriv_account_mismatch", f"the token belongs to {info.loginid}",
+                "deriv_login_id",
+            )
+        if info.is_virtual:
+            raise PaymentRefused(422, "deriv_account_virtual", "a virtual account cannot be used")
+        if info.currency != "USD":
+            raise PaymentRefused(422, "deriv_account_not_usd", f"the account is {info.currency}")
+        if "payments" not in info.scopes:
+            raise PaymentRefused(
+                422, "deriv_token_invalid", "the token needs the payments scope", "token"
+            )
+        await self.auth.link_deriv(
+            user.id, login_id=info.loginid, currency=info.currency, full_name=info.fullname,
+            token=token,
+        )
+        return {"login_id": info.loginid, "currency": info.currency, "full_name": info.fullname}
+
+    async def request_withdrawal_code(self, user: User) -> None:
+        self._eligible(user)
+        token = self.auth.deriv_token_of(user)
+        assert token is not None
+        gateway = self._deriv()
+        try:
+            info = await gateway.verify_user_token(token)
+            await gateway.request_withdrawal_code(token, info.email)
+        except DerivApiError as exc:
+            raise PaymentRefused(422, "deriv_token_invalid", exc.message) from None
+        except DerivError as exc:
+            raise PaymentRefused(503, "temporarily_unavailable", str(exc)) from None
+
+    # ---------------------------------------------------------------- reading
+
+    async def observe(self, kind: str, state: Any) -> None:
+        """Keep the read model current; called by the actors on every status change."""
+        try:
+            await self.index.update(
+                uuid.UUID(state.transaction_id), state.status.value,
+                transaction_view(state), self.system.clock.now(),
+            )
+        except Exception:  # the read model must never stop a transaction
+            log.exception("read model update for %s failed", state.transaction_id)
+
+    async def view(self, transaction_id: str, user_id: uuid.UUID | None) -> dict[str, Any] | None:
+        """One transaction, if it exists and (when ``user_id`` is given) is theirs."""
+        try:
+            key = uuid.UUID(transaction_id)
+        except ValueError:
+            return None
+        row = await self.index.get(key)
+        if row is None or row.status == REFUSED:
+            return None
+        if user_id is not None and row.user_id != user_id:
+            return None
+        return row.view
+
+    async def resolve(self, transaction_id: str, action: str, note: str, operator: str) -> Any:
+        row = await self.index.get(uuid.UUID(transaction_id))
+        if row is None:
+            raise PaymentRefused(404, "not_found", "no such transaction")
+        kind: type[TransactionActor] = DepositActor if row.type == "deposit" else WithdrawalActor
+        try:
+            state = await self.system.ref(kind, transaction_id).ask(
+                Resolve(action, note, operator)
+            )
+        except TransactionRefused as exc:
+            raise PaymentRefused(409, exc.code, str(exc)) from None
+        except EngineError as exc:
+            raise PaymentRefused(503, "temporarily_unavailable", str(exc)) from None
+        return transaction_view(state)
+
+    async def state_of(self, transaction_id: str) -> Any:
+        row = await self.index.get(uuid.UUID(transaction_id))
+        if row is None:
+            return None
+        kind: type[TransactionActor] = DepositActor if row.type == "deposit" else WithdrawalActor
+        return await self.system.ref(kind, transaction_id).ask(GetState())
