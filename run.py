@@ -41,6 +41,12 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return migrate_command(load_settings().database_url)
 
 
+def _cmd_admin_create(args: argparse.Namespace) -> int:
+    from penpay.admin_cli import create_admin_command
+
+    return create_admin_command(args.email)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(func=_cmd_migrate)
+
+    admin = commands.add_parser("admin", help="operator accounts")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    create = admin_commands.add_parser("create", help="create an operator (role admin)")
+    create.add_argument("--email", required=True)
+    create.set_defaults(func=_cmd_admin_create)
 
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument("name", help="engine, journal, ledger, deriv, e2e")

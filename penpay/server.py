@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,9 +26,29 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from penpay.actors.callbacks import CallbackTokens
 from penpay.actors.daraja import DarajaClient, DarajaClientConfig
+from penpay.actors.deriv import DerivGateway
+from penpay.actors.deriv.transport import websocket_connector
+from penpay.actors.deriv_actor import DerivGatewayActor
+from penpay.actors.fx import FxPolicy
+from penpay.actors.ledger import DEFAULT_CHART, Ledger
+from penpay.actors.ledger_port import LedgerAdapter, fund
 from penpay.actors.mpesa import CallbackUrls, MpesaGateway
+from penpay.actors.payments import Payments
+from penpay.actors.policy import Limits
+from penpay.actors.saga import (
+    TERMINAL,
+    Account,
+    Command,
+    CreditDeriv,
+    FindDerivTransfer,
+    FindDerivWithdrawal,
+    Status,
+    WithdrawFromDeriv,
+)
+from penpay.actors.transaction import DepositActor, SagaDeps, WithdrawalActor
 from penpay.config import Settings, load_settings
 from penpay.engine import (
+    ActorRef,
     ActorSystem,
     EngineConfig,
     Journal,
@@ -35,18 +56,27 @@ from penpay.engine import (
     open_actor_system,
 )
 from penpay.http import Services, create_app
+from penpay.http.auth.factory import build_auth
 from penpay.http.auth.keyfiles import keys_dir, load_or_create
 from penpay.http.callbacks import LOOPBACK, SAFARICOM_CALLBACK_IPS, CallbackDeps, SourceAllowList
+from penpay.http.idempotency import run_reaper
+from penpay.http.ratelimit import RedisRateLimiter
+from penpay.money import Currency
 from penpay.sandbox.daraja import Credentials, DarajaSandbox, DarajaSandboxConfig
 from penpay.sandbox.daraja.server import serve_daraja_sandbox
 from penpay.sandbox.deriv import DerivWorld, serve_control_api, serve_deriv_sandbox
 from penpay.sandbox.seed import SEED, seed_daraja, seed_deriv
+from penpay.storage.audit import PgAuditLog
 from penpay.storage.connect import Readiness, connect_with_retry
 from penpay.storage.embedded import start_embedded_postgres, start_embedded_redis
+from penpay.storage.idempotency_keys import PgIdempotencyStore
+from penpay.storage.identity import PgUserStore
 from penpay.storage.journal import open_pg_journal
 from penpay.storage.migrations import migrate
 from penpay.storage.outbox import OutboxRelay, redis_from_url
 from penpay.storage.pg import Database
+from penpay.storage.transactions import PgTransactionIndex
+from penpay.storage.transfers import open_pg_transfer_store
 
 log = logging.getLogger("penpay.server")
 
@@ -84,6 +114,8 @@ class Storage:
     db: Database
     journal: Journal
     redis_url: str
+    #: Where later parts (ledger store, Redis clients) register their clean-up.
+    stack: AsyncExitStack
     readiness: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,7 +154,10 @@ async def open_storage(settings: Settings, nursery: trio.Nursery) -> AsyncIterat
         await stack.enter_async_context(redis)
         relay = OutboxRelay(db, journal, redis)
         await nursery.start(relay.run)
-        yield Storage(db=db, journal=journal, redis_url=redis_url, readiness={"database": db_ready})
+        yield Storage(
+            db=db, journal=journal, redis_url=redis_url, stack=stack,
+            readiness={"database": db_ready},
+        )
 
 
 @dataclass
@@ -223,13 +258,139 @@ def callback_tokens(settings: Settings) -> CallbackTokens:
     return CallbackTokens(load_or_create(path, lambda: secrets.token_bytes(32)))
 
 
-def wire_actors(
-    system: ActorSystem, settings: Settings, boxes: Sandboxes
-) -> None:
-    """Register the gateway actors (and, as they land, the transaction actors)."""
-    client = daraja_client(settings, boxes, system.clock)
+async def assemble(
+    system: ActorSystem,
+    settings: Settings,
+    storage: Storage,
+    boxes: Sandboxes,
+    nursery: trio.Nursery,
+) -> Services:
+    """Build every service and register every actor kind; returns what HTTP needs."""
+    clock, entropy = system.clock, system.entropy
+    # Identity, audit, idempotency, rate limits.
+    audit = PgAuditLog(storage.db, clock)
+    auth = build_auth(
+        users=PgUserStore(storage.db), audit=audit, data_dir=Path(settings.data_dir),
+        clock=clock, entropy=entropy,
+    )
+    idempotency = PgIdempotencyStore(storage.db)
+    nursery.start_soon(run_reaper, idempotency, clock)
+    redis = redis_from_url(storage.redis_url)
+    await storage.stack.enter_async_context(redis)
+    limiter = RedisRateLimiter(redis)
+
+    # The ledger, its floats funded (in sandbox mode) to match the sandboxes.
+    store = await storage.stack.enter_async_context(open_pg_transfer_store(storage.db))
+    ledger = Ledger(system, store, DEFAULT_CHART)
+    await ledger.start()
+    if boxes.deriv_world is not None:
+        await fund(
+            ledger, name="sandbox_deriv_float", float_account=Account.DERIV_FLOAT,
+            equity=Account.OWNER_EQUITY_USD, amount_cents=SEED.agent_float_usd_cents,
+            currency=Currency.USD,
+        )
+    if boxes.daraja is not None:
+        await fund(
+            ledger, name="sandbox_mpesa_float", float_account=Account.MPESA_FLOAT,
+            equity=Account.OWNER_EQUITY_KES, amount_cents=SEED.mpesa_utility_kes_cents,
+            currency=Currency.KES,
+        )
+
+    # Gateways: M-Pesa through Daraja, Deriv through the agent socket.
+    client = daraja_client(settings, boxes, clock)
     urls = CallbackUrls(settings.public_base_url)
     system.register(MpesaGateway, lambda: MpesaGateway(client, urls), passivate_after_s=None)
+    deriv_url = boxes.deriv_url or settings.deriv_ws_url
+    agent_token = settings.deriv_agent_token or SEED.agent_token
+    agent_login_id = settings.deriv_agent_login_id or SEED.agent_login_id
+    gateway = DerivGateway(websocket_connector(deriv_url), agent_token, rng=random.Random())
+    await nursery.start(gateway.run)
+
+    async def user_token(user_id: str) -> str | None:
+        user = await auth.users.get_user(uuid.UUID(user_id))
+        return auth.deriv_token_of(user) if user is not None else None
+
+    system.register(
+        DerivGatewayActor,
+        lambda: DerivGatewayActor(gateway, agent_login_id, user_token),
+        passivate_after_s=None,
+    )
+
+    # Transactions.
+    tokens = callback_tokens(settings)
+    payments = Payments(
+        system=system,
+        index=PgTransactionIndex(storage.db),
+        auth=auth,
+        deriv=gateway,
+        tokens=tokens,
+        fx=FxPolicy(
+            mid_kes_cents_per_usd=settings.fx_mid_kes_cents_per_usd,
+            spread_kes_cents=settings.fx_spread_kes_cents,
+            quote_ttl_s=settings.quote_ttl_s,
+        ),
+        limits=Limits(
+            deposit_min_usd_cents=settings.deposit_min_usd_cents,
+            deposit_max_usd_cents=settings.deposit_max_usd_cents,
+            withdrawal_min_usd_cents=settings.withdrawal_min_usd_cents,
+            withdrawal_max_usd_cents=settings.withdrawal_max_usd_cents,
+            daily_cap_usd_cents=settings.daily_cap_usd_cents,
+        ),
+    )
+    mpesa_ref = system.ref(MpesaGateway, "daraja")
+    deriv_ref = system.ref(DerivGatewayActor, "agent")
+
+    def gateway_for(command: Command) -> ActorRef:
+        return deriv_ref if isinstance(command, DERIV_COMMANDS) else mpesa_ref
+
+    deps = SagaDeps(ledger=LedgerAdapter(ledger), gateway_for=gateway_for, observe=payments.observe)
+    system.register(DepositActor, lambda: DepositActor(deps))
+    system.register(WithdrawalActor, lambda: WithdrawalActor(deps))
+    await resume_unfinished(system, payments)
+
+    readiness = {
+        "engine": lambda: True,
+        **storage.readiness,
+        "deriv": lambda: gateway.connected,
+        "daraja": lambda: not client.breaker.is_open,
+    }
+    return Services(
+        system=system, readiness=readiness, auth=auth, audit=audit, idempotency=idempotency,
+        rate_limiter=limiter, payments=payments,
+        callbacks=CallbackDeps(
+            system=system, tokens=tokens, allow=callback_allow_list(settings, boxes)
+        ),
+    )
+
+
+DERIV_COMMANDS = (CreditDeriv, FindDerivTransfer, WithdrawFromDeriv, FindDerivWithdrawal)
+
+
+async def resume_unfinished(system: ActorSystem, payments: Payments) -> None:
+    """After a restart, wake every transaction that had not finished, so it recovers.
+
+    Each one's ``recover`` re-arms its deadlines and reconciles whatever was in
+    flight when the process stopped.
+    """
+    resumed = 0
+    for status in UNFINISHED:
+        cursor = None
+        while True:
+            rows = await payments.index.page(user_id=None, status=status, limit=500, before=cursor)
+            for row in rows:
+                kind = DepositActor if row.type == "deposit" else WithdrawalActor
+                system.spawn(kind, str(row.id))
+                resumed += 1
+            if len(rows) < 500:
+                break
+            cursor = (rows[-1].created_at, rows[-1].id)
+    if resumed:
+        log.info("resumed %d unfinished transactions", resumed)
+
+
+UNFINISHED = tuple(
+    s.value for s in Status if s not in TERMINAL and s is not Status.NEEDS_REVIEW
+)
 
 
 async def _watch_signals(
@@ -262,23 +423,16 @@ async def serve(
                 boxes = await start_sandboxes(settings, sandboxes_nursery, clock)
                 async with open_actor_system(
                     config=engine_config(settings), clock=clock, journal=storage.journal
-                ) as system:
-                    wire_actors(system, settings, boxes)
-                    services = Services(
-                        system=system, readiness={"engine": lambda: True, **storage.readiness}
-                    )
+                ) as system, trio.open_nursery() as services_nursery:
+                    services = await assemble(system, settings, storage, boxes, services_nursery)
                     app = create_app(services)
-                    app.state.callbacks = CallbackDeps(
-                        system=system,
-                        tokens=callback_tokens(settings),
-                        allow=callback_allow_list(settings, boxes),
-                    )
                     await hypercorn_serve(
                         app,  # type: ignore[arg-type]
                         hypercorn_config(settings),
                         shutdown_trigger=stop.wait,
                         task_status=task_status,
                     )
+                    services_nursery.cancel_scope.cancel()
                 sandboxes_nursery.cancel_scope.cancel()
         log.info("stopped")
         outer.cancel_scope.cancel()

@@ -7,7 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from penpay.http import admin, ops
+from penpay.http import admin, callbacks, ops, payments
 from penpay.http.auth import admin as identity_admin
 from penpay.http.auth import routes as identity
 from penpay.http.auth.guards import admin_only
@@ -44,6 +44,8 @@ def create_app(services: Services) -> Starlette:
         Route(f"{API}/admin/users/{{id}}/status", identity_admin.set_user_status, methods=["PUT"]),
         Route(f"{API}/admin/audit", identity_admin.list_audit, methods=["GET"]),
         Route(f"{API}/admin/audit/verify", identity_admin.verify_audit, methods=["GET"]),
+        *payments.routes(API),
+        *callbacks.routes(API),
     ]
     app = Starlette(
         routes=routes,
@@ -56,4 +58,5 @@ def create_app(services: Services) -> Starlette:
         },
     )
     app.state.services = services
+    app.state.callbacks = services.callbacks
     return app

@@ -86,7 +86,9 @@ _ACK = json_response(daraja.STK_CALLBACK_ACK)
 
 
 async def _accept(request: Request, kind: str) -> tuple[CallbackDeps, str, str, bytes] | Response:
-    deps: CallbackDeps = request.app.state.callbacks
+    deps: CallbackDeps | None = request.app.state.callbacks
+    if deps is None:
+        raise Problem(404, "not_found", "unknown callback")
     verified = deps.tokens.verify(request.path_params["token"])
     if verified is None:
         raise Problem(404, "not_found", "unknown callback")

@@ -6,9 +6,11 @@ from collections.abc import Callable
 
 import msgspec
 
+from penpay.actors.payments import Payments
 from penpay.engine import ActorSystem
 from penpay.http.auth.routes import LimitsProvider, default_limits
 from penpay.http.auth.service import AuthService
+from penpay.http.callbacks import CallbackDeps
 from penpay.http.ratelimit import RateLimiter
 from penpay.storage.audit import AuditLog
 from penpay.storage.idempotency_keys import IdempotencyStore
@@ -31,3 +33,7 @@ class Services(msgspec.Struct, kw_only=True):
     rate_limiter: RateLimiter | None = None
     #: The user's deposit/withdrawal limits and today's usage, for ``GET /me``.
     limits_for: LimitsProvider = default_limits
+    #: Deposits, withdrawals and transactions; None: those routes answer 503.
+    payments: Payments | None = None
+    #: Daraja callback checks (tokens, source allow-list, raw store); None: 404.
+    callbacks: CallbackDeps | None = None
