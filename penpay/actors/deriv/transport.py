@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 import trio
@@ -130,28 +130,24 @@ def memory_pair(
     return MemoryMessageConnection(a_send, a_receive), MemoryMessageConnection(b_send, b_receive)
 
 
-def websocket_connector(url: str, *, connect_timeout_s: float = 10.0) -> Connector:
+def websocket_connector(
+    url: str, *, connect_timeout_s: float = 10.0, close_timeout_s: float = 1.0
+) -> Connector:
     """A connector that opens a real WebSocket to ``url`` for each use.
 
     Connection failures (refused, handshake rejected, timeout) surface as
     :class:`TransportClosed`, the same exception as a later drop, so callers
-    have one failure to handle.
+    have one failure to handle. The connection is
+    :class:`~penpay.actors.deriv.websocket.WebSocketConnection`, which
+    coalesces the frames queued by concurrent callers into one write.
     """
+    from penpay.actors.deriv.websocket import connect_websocket
 
     @asynccontextmanager
     async def connect() -> AsyncIterator[MessageConnection]:
-        async with AsyncExitStack() as stack:
-            try:
-                ws = await stack.enter_async_context(
-                    trio_websocket.open_websocket_url(
-                        url,
-                        message_queue_size=64,
-                        connect_timeout=connect_timeout_s,
-                        disconnect_timeout=5,
-                    )
-                )
-            except (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
-                raise TransportClosed(f"cannot connect to {url}: {exc!r}") from None
-            yield WebSocketMessageConnection(ws)
+        async with connect_websocket(
+            url, connect_timeout_s=connect_timeout_s, close_timeout_s=close_timeout_s
+        ) as ws:
+            yield ws
 
     return connect

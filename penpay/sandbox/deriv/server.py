@@ -10,15 +10,19 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import NoReturn
 
+import h11
 import trio
-import trio_websocket
 
-from penpay.actors.deriv.transport import (
-    MessageConnection,
-    WebSocketMessageConnection,
-    memory_pair,
+from penpay.actors.deriv.transport import MessageConnection, memory_pair
+from penpay.actors.deriv.websocket import (
+    HandshakeFailed,
+    open_websocket,
+    server_accept,
+    server_read_request,
+    server_reject,
 )
 from penpay.sandbox.deriv.protocol import DerivSession
 from penpay.sandbox.deriv.state import DerivWorld
@@ -27,6 +31,7 @@ WEBSOCKET_PATH = "/websockets/v3"
 CLOSE_TIMEOUT_S = 0.2
 """How long a closing session waits for the client's close frame (a peer that is
 gone never answers; a drop must not hold a server task for seconds)."""
+HANDSHAKE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -54,21 +59,43 @@ async def serve_deriv_sandbox(
     Other paths are refused with HTTP 404 during the handshake.
     """
 
-    async def handler(request: trio_websocket.WebSocketRequest) -> None:
-        if request.path.split("?", 1)[0] != WEBSOCKET_PATH:
-            await request.reject(404, body=b"unknown path")
+    async def handler(stream: trio.SocketStream) -> None:
+        initial = await _upgrade(stream)
+        if initial is None:
+            await trio.aclose_forcefully(stream)
             return
-        ws = await request.accept()
-        conn = WebSocketMessageConnection(ws, close_timeout_s=CLOSE_TIMEOUT_S)
-        await DerivSession(world, conn).run()
+        async with open_websocket(
+            stream, client=False, initial=initial, close_timeout_s=CLOSE_TIMEOUT_S
+        ) as ws:
+            await DerivSession(world, ws).run()
 
     async with trio.open_nursery() as nursery:
-        server: trio_websocket.WebSocketServer = await nursery.start(
-            trio_websocket.serve_websocket, handler, host, port, None
+        listeners: list[trio.SocketListener] = await nursery.start(
+            partial(trio.serve_tcp, handler, port, host=host)
         )
-        task_status.started(DerivSandboxAddress(host, server.port))
+        bound_port = listeners[0].socket.getsockname()[1]
+        task_status.started(DerivSandboxAddress(host, bound_port))
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _upgrade(stream: trio.SocketStream) -> bytes | None:
+    """The HTTP upgrade: bytes read past it, or None (refused or broken; the caller closes)."""
+    try:
+        with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+            conn, request = await server_read_request(stream)
+            if request.target.split("?", 1)[0] != WEBSOCKET_PATH:
+                await server_reject(stream, conn, 404, b"unknown path")
+                return None
+            return await server_accept(stream, conn, request)
+    except (
+        HandshakeFailed,
+        h11.ProtocolError,
+        trio.TooSlowError,
+        trio.BrokenResourceError,
+        OSError,
+    ):
+        return None
 
 
 class InProcessDerivSandbox:
