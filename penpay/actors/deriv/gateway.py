@@ -318,8 +318,9 @@ class DerivGateway:
         Returns the whole response (some calls, like ``paymentagent_transfer``,
         answer in top-level fields beside the one named after the call).
         """
-        with trio.move_on_after(self.config.connect_wait_s):
-            await self.wait_connected()
+        if not self.connected:
+            with trio.move_on_after(self.config.connect_wait_s):
+                await self.wait_connected()
         rpc = self._rpc
         if rpc is None:
             raise DerivUnavailable(f"no Deriv connection ({self.last_error})")

@@ -36,7 +36,13 @@ class TransportClosed(PenPayError):
 
 
 class MessageConnection(Protocol):
-    """A duplex stream of text messages."""
+    """A duplex stream of text messages.
+
+    A connection may also offer ``send_nowait(message) -> bool``: queue the
+    message without waiting, or return False when sending would have to wait
+    (back-pressure). :class:`~penpay.actors.deriv.rpc.DerivRpc` uses it when
+    present to skip a cancel scope per call; it is optional.
+    """
 
     async def send_message(self, message: str) -> None:
         """Send one message; raises :class:`TransportClosed` if closed."""
@@ -105,6 +111,16 @@ class MemoryMessageConnection:
             await self._send.send(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise TransportClosed("peer closed the in-memory connection") from None
+
+    def send_nowait(self, message: str) -> bool:
+        """Queue without waiting; False when the buffer is full."""
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise TransportClosed("peer closed the in-memory connection") from None
+        return True
 
     async def get_message(self) -> str:
         try:

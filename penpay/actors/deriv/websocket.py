@@ -282,6 +282,15 @@ class WebSocketConnection:
         if self.closed_reason is not None and self._out_bytes > self._max_buffered:
             raise TransportClosed(self.closed_reason)
 
+    def send_nowait(self, message: str) -> bool:
+        """Queue ``message`` unless over ``max_buffered_bytes`` (then False: await a send)."""
+        if self._close_sent or self.closed_reason is not None:
+            raise TransportClosed(self.closed_reason or "websocket closing")
+        if self._out_bytes > self._max_buffered:
+            return False
+        self._queue(encode_frame(OP_TEXT, message.encode("utf-8"), mask=self._mask))
+        return True
+
     async def get_message(self) -> str:
         inbox = self._inbox
         while not inbox:

@@ -130,9 +130,17 @@ class DerivSession:
             self._receive(text, nursery)
 
     async def _writer(self) -> None:
+        # Hand everything queued to the connection before yielding, so a
+        # coalescing transport writes the answers to one read's requests at once.
+        receive_nowait = self._out_recv.receive_nowait
         async for text in self._out_recv:
             try:
-                await self.conn.send_message(text)
+                while True:
+                    await self.conn.send_message(text)
+                    try:
+                        text = receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
             except TransportClosed:
                 self.drop()
                 return
