@@ -166,7 +166,10 @@ class PgTransferStore:
         assert transfers, "a group holds at least one transfer"
         request = _Commit(group_id, transfers)
         try:
-            await self._send.send(request)
+            try:
+                self._send.send_nowait(request)  # no schedule point unless the queue is full
+            except trio.WouldBlock:
+                await self._send.send(request)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise TransferStoreUnavailable("the transfer writer is closed") from None
         try:
