@@ -472,6 +472,7 @@ async def open_websocket(
     initial: bytes = b"",
     close_timeout_s: float = 1.0,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES,
 ) -> AsyncIterator[WebSocketConnection]:
     """Run an upgraded ``stream`` as a WebSocket for the ``async with``; closes it on exit.
 
@@ -483,6 +484,7 @@ async def open_websocket(
         initial=initial,
         close_timeout_s=close_timeout_s,
         max_message_bytes=max_message_bytes,
+        max_buffered_bytes=max_buffered_bytes,
     )
     raised: BaseException | None = None
     try:
