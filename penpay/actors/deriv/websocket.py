@@ -101,6 +101,25 @@ def _xor(payload: bytes, key: bytes) -> bytes:
     )
 
 
+class _MaskKeys:
+    """Masking keys from the OS's CSPRNG, drawn 4 KiB at a time (one system call per 1024)."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._pos = 0
+
+    def next(self) -> bytes:
+        pos = self._pos
+        if pos >= len(self._pool):
+            self._pool = os.urandom(4096)
+            pos = 0
+        self._pos = pos + 4
+        return self._pool[pos : pos + 4]
+
+
+_mask_keys = _MaskKeys()
+
+
 def encode_frame(opcode: int, payload: bytes, *, mask: bool) -> bytes:
     """One final frame; clients must ``mask``, servers must not."""
     n = len(payload)
@@ -114,7 +133,7 @@ def encode_frame(opcode: int, payload: bytes, *, mask: bool) -> bytes:
         header = _HEADER_64.pack(first, bit | 127, n)
     if not mask:
         return header + payload
-    key = os.urandom(4)
+    key = _mask_keys.next()
     return header + key + _xor(payload, key)
 
 
