@@ -1,14 +1,15 @@
 """A message-oriented duplex connection, over a real WebSocket or in memory.
 
 The Deriv client and the Deriv sandbox both speak through
-:class:`MessageConnection`, so the same session code runs over
-``trio_websocket`` (integration tests, production) and over a pair of trio
-memory channels (deterministic simulation under ``MockClock``).
+:class:`MessageConnection`, so the same session code runs over a real
+WebSocket (:mod:`penpay.actors.deriv.websocket`: integration tests,
+benchmarks, production) and over a pair of trio memory channels
+(deterministic simulation under ``MockClock``).
 
 A *connector* is a zero-argument callable returning an async context manager
 that yields a connected :class:`MessageConnection` and closes it on exit.
 The context-manager shape keeps trio's structured concurrency intact: the
-WebSocket's background reader lives exactly as long as the ``async with``.
+WebSocket's background reader and writer live exactly as long as the ``async with``.
 """
 
 from __future__ import annotations
@@ -60,8 +61,11 @@ Connector = Callable[[], AbstractAsyncContextManager[MessageConnection]]
 class WebSocketMessageConnection:
     """Adapter over :class:`trio_websocket.WebSocketConnection`.
 
-    trio_websocket serialises concurrent senders itself (a FIFO lock on the
-    stream), so this adapter needs no lock of its own.
+    Not used by the connector or the sandbox any more (one system call per
+    message; see :mod:`penpay.actors.deriv.websocket`); kept for code that
+    already holds a ``trio_websocket`` connection. trio_websocket serialises
+    concurrent senders itself (a FIFO lock on the stream), so this adapter
+    needs no lock of its own.
     """
 
     def __init__(self, ws: trio_websocket.WebSocketConnection, *, close_timeout_s: float = 1.0):
