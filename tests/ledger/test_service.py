@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+import msgspec
 import trio
 
 from penpay.actors.ledger import LedgerAccount, ResultCode, TransferKind
@@ -200,3 +201,50 @@ async def test_account_transfers_are_paged(autojump_clock: trio.abc.Clock) -> No
             "customer_in_transit_kes", after_cursor=page.next_cursor, limit=3
         )
         assert [t.amount_cents for t in page.transfers] == [4, 5]
+
+
+async def test_posts_applied_without_a_hold_survive_crashes(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    journal = InMemoryJournal()
+    store = InMemoryTransferStore()
+    payout = transfer("p", "customer_in_transit_kes", "mpesa_float", 300, kind=PENDING)
+    async with open_ledger(journal=journal, store=store) as ledger:
+        await fund(ledger, kes_cents=1000)
+        assert (
+            await ledger.create_transfers(
+                [transfer("in", "mpesa_float", "customer_in_transit_kes", 500)]
+            )
+        ).ok
+        assert (await ledger.create_transfers([payout])).ok
+        # The post lands but its caller is told the commit failed: decided from the store.
+        store.fail_commit = lambda group: "after"
+        assert (await ledger.post_pending(tid("post"), tid("p"), amount_cents=200)).ok
+        store.fail_commit = None
+        assert (await ledger.post_pending(tid("again"), tid("p"))).codes == [
+            R.PENDING_TRANSFER_ALREADY_POSTED
+        ]
+        # The applied post (and the confirms before it) are not journaled yet ...
+        live = await ledger.balances()
+        assert live["mpesa_float"].credits_posted == 200
+    # ... yet a restart rebuilds the same balances: holds and open pending
+    # transfers are resolved from the store.
+    async with open_ledger(journal=journal, store=store, seed=1) as ledger:
+        assert await ledger.balances() == live
+        assert (await ledger.reconcile()).clean
+    # A post committed by a process that died before applying it.
+    async with open_ledger(journal=journal, store=store, seed=2) as ledger:
+        void = transfer("q", "customer_in_transit_kes", "mpesa_float", 100, kind=PENDING)
+        assert (await ledger.create_transfers([void])).ok
+        from penpay.actors.ledger.model import resolution_of
+
+        stamped = resolution_of(
+            void, transfer_id=tid("v"), void=True, amount_cents=None, code="", transaction_id=None
+        )
+        stamped = msgspec.structs.replace(stamped, timestamp_ms=1, linked_group=tid("lost-group"))
+        assert await store.commit(tid("lost-group"), [stamped]) == "committed"
+        assert (await ledger.reconcile()).drift  # the live accounts missed it ...
+        assert await ledger.recover() == 2  # ... until recover() applies it on both sides
+        await settle(ledger.system)
+        assert (await ledger.reconcile()).clean
+        assert (await ledger.balances()) == live

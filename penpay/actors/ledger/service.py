@@ -361,9 +361,8 @@ class Ledger:
             pending = await self.store.get_transfers(list(found))
             by_group: dict[str, list[Leg]] = {}
             for t in found.values():
-                assert t.pending_id is not None and t.linked_group is not None
                 for leg in _legs([t], pending).get(account, ()):
-                    by_group.setdefault(t.linked_group, []).append(leg)
+                    by_group.setdefault(t.linked_group or t.id, []).append(leg)
             for group_id, group_legs in by_group.items():
                 await self._ref(account).tell(ApplyResolutions(group_id, tuple(group_legs)))
                 resolved += 1
