@@ -47,6 +47,12 @@ def _cmd_admin_create(args: argparse.Namespace) -> int:
     return create_admin_command(args.email)
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from penpay.demo import main as demo_main
+
+    return demo_main()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(func=_cmd_migrate)
+
+    demo = commands.add_parser("demo", help="a deposit and a withdrawal against a running server")
+    demo.set_defaults(func=_cmd_demo)
 
     admin = commands.add_parser("admin", help="operator accounts")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)

@@ -279,6 +279,9 @@ async def assemble(
     await storage.stack.enter_async_context(redis)
     limiter = RedisRateLimiter(redis)
 
+    if boxes.daraja is not None and boxes.deriv_world is not None:
+        await ensure_sandbox_operator(auth, Path(settings.data_dir))
+
     # The ledger, its floats funded (in sandbox mode) to match the sandboxes.
     store = await storage.stack.enter_async_context(open_pg_transfer_store(storage.db))
     ledger = Ledger(system, store, DEFAULT_CHART)
@@ -354,13 +357,47 @@ async def assemble(
         "deriv": lambda: gateway.connected,
         "daraja": lambda: not client.breaker.is_open,
     }
+    async def provider_balances() -> dict[str, int | None]:
+        # One ledger float mirrors both M-Pesa accounts: STK collects into Working,
+        # B2C pays out of Utility.
+        mpesa = None
+        if boxes.daraja is not None:
+            accounts = boxes.daraja.world.accounts
+            mpesa = accounts.working_cents + accounts.utility_cents
+        return {"deriv_float": gateway.agent_balance_cents, "mpesa_float": mpesa}
+
     return Services(
         system=system, readiness=readiness, auth=auth, audit=audit, idempotency=idempotency,
-        rate_limiter=limiter, payments=payments,
+        rate_limiter=limiter, payments=payments, ledger=ledger,
+        provider_balances=provider_balances,
         callbacks=CallbackDeps(
             system=system, tokens=tokens, allow=callback_allow_list(settings, boxes)
         ),
     )
+
+
+SANDBOX_OPERATOR = "sandbox-operator@penpay.example"
+
+
+def sandbox_operator_password(data_dir: Path) -> str:
+    """Generated at first run into var/keys/ (git-ignored); read by ``run.py demo``."""
+    import secrets
+
+    path = keys_dir(data_dir) / "sandbox-operator-password"
+    return load_or_create(path, lambda: secrets.token_urlsafe(18).encode()).decode()
+
+
+async def ensure_sandbox_operator(auth: Any, data_dir: Path) -> None:
+    """In sandbox mode only: an operator account the demo can activate users with."""
+    from penpay.http.auth.service import create_admin
+    from penpay.storage.identity import EmailTaken
+
+    password = await trio.to_thread.run_sync(sandbox_operator_password, data_dir)
+    try:
+        await create_admin(auth, SANDBOX_OPERATOR, password)
+        log.info("sandbox operator %s created", SANDBOX_OPERATOR)
+    except EmailTaken:
+        pass
 
 
 DERIV_COMMANDS = (CreditDeriv, FindDerivTransfer, WithdrawFromDeriv, FindDerivWithdrawal)

@@ -7,7 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from penpay.http import admin, callbacks, ops, payments
+from penpay.http import admin, callbacks, ledger_admin, ops, payments
 from penpay.http.auth import admin as identity_admin
 from penpay.http.auth import routes as identity
 from penpay.http.auth.guards import admin_only
@@ -45,6 +45,7 @@ def create_app(services: Services) -> Starlette:
         Route(f"{API}/admin/audit", identity_admin.list_audit, methods=["GET"]),
         Route(f"{API}/admin/audit/verify", identity_admin.verify_audit, methods=["GET"]),
         *payments.routes(API),
+        *ledger_admin.routes(API),
         *callbacks.routes(API),
     ]
     app = Starlette(

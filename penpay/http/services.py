@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from penpay.actors.ledger import Ledger
 from penpay.actors.payments import Payments
 from penpay.engine import ActorSystem
 from penpay.http.auth.routes import LimitsProvider, default_limits
@@ -37,3 +38,7 @@ class Services(msgspec.Struct, kw_only=True):
     payments: Payments | None = None
     #: Daraja callback checks (tokens, source allow-list, raw store); None: 404.
     callbacks: CallbackDeps | None = None
+    #: The ledger, for the admin ledger routes; None: they answer 503.
+    ledger: Ledger | None = None
+    #: The providers' own float balances, for ``/admin/reconciliation``.
+    provider_balances: Callable[[], Awaitable[dict[str, int | None]]] | None = None
