@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import coredis
 import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -76,7 +77,7 @@ from penpay.storage.migrations import migrate
 from penpay.storage.outbox import OutboxRelay, redis_from_url
 from penpay.storage.pg import Database
 from penpay.storage.transactions import PgTransactionIndex
-from penpay.storage.transfers import open_pg_transfer_store
+from penpay.storage.transfers import PgTransferStore, open_pg_transfer_store
 
 log = logging.getLogger("penpay.server")
 
@@ -114,8 +115,6 @@ class Storage:
     db: Database
     journal: Journal
     redis_url: str
-    #: Where later parts (ledger store, Redis clients) register their clean-up.
-    stack: AsyncExitStack
     readiness: dict[str, Any] = field(default_factory=dict)
 
 
@@ -155,7 +154,7 @@ async def open_storage(settings: Settings, nursery: trio.Nursery) -> AsyncIterat
         relay = OutboxRelay(db, journal, redis)
         await nursery.start(relay.run)
         yield Storage(
-            db=db, journal=journal, redis_url=redis_url, stack=stack,
+            db=db, journal=journal, redis_url=redis_url,
             readiness={"database": db_ready},
         )
 
@@ -264,8 +263,16 @@ async def assemble(
     storage: Storage,
     boxes: Sandboxes,
     nursery: trio.Nursery,
+    *,
+    transfer_store: PgTransferStore,
+    redis: coredis.Redis[Any],
 ) -> Services:
-    """Build every service and register every actor kind; returns what HTTP needs."""
+    """Build every service and register every actor kind; returns what HTTP needs.
+
+    Resources that own tasks (the transfer store's writer, the Redis client)
+    are opened by the caller, outside the actor system, so they close only
+    after every actor has passivated.
+    """
     clock, entropy = system.clock, system.entropy
     # Identity, audit, idempotency, rate limits.
     audit = PgAuditLog(storage.db, clock)
@@ -275,16 +282,13 @@ async def assemble(
     )
     idempotency = PgIdempotencyStore(storage.db)
     nursery.start_soon(run_reaper, idempotency, clock)
-    redis = redis_from_url(storage.redis_url)
-    await storage.stack.enter_async_context(redis)
     limiter = RedisRateLimiter(redis)
 
     if boxes.daraja is not None and boxes.deriv_world is not None:
         await ensure_sandbox_operator(auth, Path(settings.data_dir))
 
     # The ledger, its floats funded (in sandbox mode) to match the sandboxes.
-    store = await storage.stack.enter_async_context(open_pg_transfer_store(storage.db))
-    ledger = Ledger(system, store, DEFAULT_CHART)
+    ledger = Ledger(system, transfer_store, DEFAULT_CHART)
     await ledger.start()
     if boxes.deriv_world is not None:
         await fund(
@@ -446,25 +450,41 @@ async def _watch_signals(
 
 
 async def serve(
-    settings: Settings, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    settings: Settings,
+    *,
+    stop: trio.Event | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run PenPay until SIGINT/SIGTERM; ``task_status`` gets the bound addresses."""
-    stop = trio.Event()
+    """Run PenPay until ``stop`` is set (default: until SIGINT/SIGTERM).
+
+    ``task_status`` gets the bound HTTP addresses once the server listens.
+    """
     async with trio.open_nursery() as outer:
-        await outer.start(_watch_signals, stop)
+        if stop is None:
+            stop = trio.Event()
+            await outer.start(_watch_signals, stop)
         async with open_storage(settings, outer) as storage:
             from penpay.engine import Clock
 
             clock = Clock()
             async with trio.open_nursery() as sandboxes_nursery:
                 boxes = await start_sandboxes(settings, sandboxes_nursery, clock)
-                async with open_actor_system(
-                    config=engine_config(settings), clock=clock, journal=storage.journal
-                ) as system, trio.open_nursery() as services_nursery:
-                    services = await assemble(system, settings, storage, boxes, services_nursery)
-                    app = create_app(services)
+                redis = redis_from_url(storage.redis_url)
+                # Outermost first: these close only after every actor has passivated.
+                async with (
+                    open_pg_transfer_store(storage.db) as transfer_store,
+                    redis,
+                    open_actor_system(
+                        config=engine_config(settings), clock=clock, journal=storage.journal
+                    ) as system,
+                    trio.open_nursery() as services_nursery,
+                ):
+                    services = await assemble(
+                        system, settings, storage, boxes, services_nursery,
+                        transfer_store=transfer_store, redis=redis,
+                    )
                     await hypercorn_serve(
-                        app,  # type: ignore[arg-type]
+                        create_app(services),  # type: ignore[arg-type]
                         hypercorn_config(settings),
                         shutdown_trigger=stop.wait,
                         task_status=task_status,
