@@ -56,6 +56,7 @@ from penpay.engine import (
     SupervisionPolicy,
     open_actor_system,
 )
+from penpay.engine.tuning import tune_gc
 from penpay.http import Services, create_app
 from penpay.http.auth.factory import build_auth
 from penpay.http.auth.keyfiles import keys_dir, load_or_create
@@ -502,5 +503,6 @@ def main() -> int:
     )
     log.info("PenPay starting on http://%s:%d", settings.http_host, settings.http_port)
     log.info("sandbox demo client: %s (%s)", SEED.client_login_id, SEED.client_email)
+    tune_gc()
     trio.run(serve, settings)
     return 0

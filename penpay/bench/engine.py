@@ -23,6 +23,7 @@ from typing import Any
 import trio
 
 from penpay.engine import Actor, ActorSystem, EngineConfig, open_actor_system
+from penpay.engine.tuning import tune_gc
 
 ASKS = 50_000
 TELLS = 200_000
@@ -171,4 +172,5 @@ async def _main() -> dict[str, object]:
 
 
 def run() -> dict[str, object]:
+    tune_gc()  # as run.py serve does
     return trio.run(_main)

@@ -39,6 +39,7 @@ from penpay.engine import (
     StoredEvent,
     open_actor_system,
 )
+from penpay.engine.tuning import tune_gc
 from penpay.storage.journal import PgJournal, open_pg_journal
 from penpay.storage.migrations import migrate
 from penpay.storage.pg import Database, database
@@ -194,6 +195,7 @@ async def _bench(url: str, batch_events_max: int, batch_window_ms: float) -> dic
 
 
 def run() -> dict[str, object]:
+    tune_gc()  # as run.py serve does
     from penpay.config.settings import load_settings
 
     settings = load_settings()
