@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from penpay.actors import deriv
 from penpay.actors.deriv.wire import number_to_cents
+from penpay.actors.gateway import GatewayActor
 from penpay.actors.saga import (
     Command,
     CreditDeriv,
@@ -27,8 +27,6 @@ from penpay.actors.saga import (
     Input,
     WithdrawFromDeriv,
 )
-from penpay.actors.transaction import GatewayRequest
-from penpay.engine import Actor
 
 log = logging.getLogger("penpay.deriv")
 
@@ -36,7 +34,7 @@ log = logging.getLogger("penpay.deriv")
 UserTokenLookup = Callable[[str], Awaitable[str | None]]
 
 
-class DerivGatewayActor(Actor):
+class DerivGatewayActor(GatewayActor):
     kind = "deriv-gateway"
 
     def __init__(
@@ -45,22 +43,6 @@ class DerivGatewayActor(Actor):
         self.gateway = gateway
         self.agent_login_id = agent_login_id
         self.user_token = user_token
-
-    async def receive(self, message: Any) -> Any:
-        if not isinstance(message, GatewayRequest):
-            raise TypeError(f"{self.ref.address} cannot handle {type(message).__name__}")
-        self.start_task(self._execute, message)
-        return None
-
-    async def _execute(self, request: GatewayRequest) -> None:
-        try:
-            answer = await self.call(request.command, request.user_id)
-        except Exception:  # a bug here must not take the gateway down with it
-            log.exception("Deriv call %s failed unexpectedly", type(request.command).__name__)
-            answer = _unknown(request.command, "internal error in the Deriv gateway")
-        if answer is not None:
-            kind = self.system.kinds[request.reply_kind]
-            await self.system.ref(kind, request.reply_key).tell(answer)
 
     async def call(self, command: Command, user_id: str) -> Input | None:
         match command:
@@ -134,9 +116,8 @@ class DerivGatewayActor(Actor):
         log.warning("statement lookup for %r reached its page limit", reference)
         return None
 
-
-def _unknown(command: Command, reason: str) -> Input | None:
-    match command:
-        case CreditDeriv(reference=reference) | WithdrawFromDeriv(reference=reference):
-            return DerivUnknown(reference, reason)
-    return None
+    def unknown(self, command: Command, reason: str) -> Input | None:
+        match command:
+            case CreditDeriv(reference=reference) | WithdrawFromDeriv(reference=reference):
+                return DerivUnknown(reference, reason)
+        return None

@@ -11,11 +11,11 @@ would be the transaction's decision, and it makes it by querying.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import msgspec
 
 from penpay.actors import daraja
+from penpay.actors.gateway import GatewayActor
 from penpay.actors.saga import (
     B2CAccepted,
     B2CRejected,
@@ -32,8 +32,6 @@ from penpay.actors.saga import (
     StkPushUnknown,
     StkQueryResult,
 )
-from penpay.actors.transaction import GatewayRequest
-from penpay.engine import Actor
 
 log = logging.getLogger("penpay.mpesa")
 
@@ -56,30 +54,14 @@ class CallbackUrls(msgspec.Struct, frozen=True):
 STK_DESCRIPTION = "PenPay"
 
 
-class MpesaGateway(Actor):
+class MpesaGateway(GatewayActor):
     kind = "mpesa-gateway"
 
     def __init__(self, client: daraja.DarajaClient, urls: CallbackUrls) -> None:
         self.client = client
         self.urls = urls
 
-    async def receive(self, message: Any) -> Any:
-        if not isinstance(message, GatewayRequest):
-            raise TypeError(f"{self.ref.address} cannot handle {type(message).__name__}")
-        self.start_task(self._execute, message)
-        return None
-
-    async def _execute(self, request: GatewayRequest) -> None:
-        try:
-            answer = await self.call(request.command)
-        except Exception:  # a bug here must not take the gateway down with it
-            log.exception("M-Pesa call %s failed unexpectedly", type(request.command).__name__)
-            answer = _unknown(request.command, "internal error in the M-Pesa gateway")
-        if answer is not None:
-            kind = self.system.kinds[request.reply_kind]
-            await self.system.ref(kind, request.reply_key).tell(answer)
-
-    async def call(self, command: Command) -> Input | None:
+    async def call(self, command: Command, user_id: str = "") -> Input | None:
         """Carry out ``command`` and describe its outcome as a transaction input."""
         match command:
             case StartStkPush():
@@ -152,15 +134,14 @@ class MpesaGateway(Actor):
             return B2CResult(originator, None, str(exc), from_status_query=True)
         return None  # the answer arrives as a callback
 
-
-def _unknown(command: Command, reason: str) -> Input | None:
-    match command:
-        case StartStkPush():
-            return StkPushUnknown(reason)
-        case QueryStk(checkout_request_id):
-            return StkQueryResult(checkout_request_id, None)
-        case PayB2C(originator_conversation_id=originator):
-            return B2CUnknown(originator, reason)
-        case QueryB2C(originator_conversation_id=originator):
-            return B2CResult(originator, None, reason, from_status_query=True)
-    return None
+    def unknown(self, command: Command, reason: str) -> Input | None:
+        match command:
+            case StartStkPush():
+                return StkPushUnknown(reason)
+            case QueryStk(checkout_request_id):
+                return StkQueryResult(checkout_request_id, None)
+            case PayB2C(originator_conversation_id=originator):
+                return B2CUnknown(originator, reason)
+            case QueryB2C(originator_conversation_id=originator):
+                return B2CResult(originator, None, reason, from_status_query=True)
+        return None

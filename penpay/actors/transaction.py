@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol
 import msgspec
 
 from penpay.actors import deposit, withdrawal
+from penpay.actors.gateway import GatewayRequest
 from penpay.actors.saga import (
     B2CResult,
     B2CUnknown,
@@ -55,16 +56,6 @@ class TransactionRefused(Rejection):
         self.code = code
 
 
-class GatewayRequest(msgspec.Struct, frozen=True):
-    """A command for a gateway actor, and where to send its answer."""
-
-    command: Command
-    reply_kind: str
-    reply_key: str
-    #: Whose transaction this is (a withdrawal is made with the user's Deriv token).
-    user_id: str = ""
-
-
 class GetState(msgspec.Struct, frozen=True):
     """Ask for the transaction's current state."""
 
@@ -82,6 +73,22 @@ class Flow:
     recover: Callable[..., tuple[list[Any], list[Command]]]
     #: The OriginatorConversationID of this transaction's B2C payout, if any.
     payout_originator: Callable[[Any], str | None]
+
+    @classmethod
+    def from_module(
+        cls, module: Any, state_type: type[msgspec.Struct], payout_originator: str
+    ) -> Flow:
+        """The flow defined by ``module``'s ``decide``/``evolve``/``react``/``recover``."""
+        return cls(
+            kind=state_type.__name__.removesuffix("State").lower(),
+            state_type=state_type,
+            events=module.EVENT_TYPES,
+            decide=module.decide,
+            evolve=module.evolve,
+            react=module.react,
+            recover=module.recover,
+            payout_originator=lambda state: getattr(state, payout_originator),
+        )
 
 
 async def _ignore(kind: str, state: Any) -> None:
@@ -200,16 +207,7 @@ class DepositActor(TransactionActor):
     """One deposit. Taking the Deriv float hold comes before the transaction exists."""
 
     kind = "deposit"
-    flow = Flow(
-        kind="deposit",
-        state_type=deposit.DepositState,
-        events=deposit.EVENT_TYPES,
-        decide=deposit.decide,
-        evolve=deposit.evolve,
-        react=deposit.react,
-        recover=deposit.recover,
-        payout_originator=lambda state: state.refund_originator_id,
-    )
+    flow = Flow.from_module(deposit, deposit.DepositState, "refund_originator_id")
     codec = EventCodec(*deposit.EVENT_TYPES)
     state_type = deposit.DepositState
 
@@ -232,16 +230,7 @@ class WithdrawalActor(TransactionActor):
     """
 
     kind = "withdrawal"
-    flow = Flow(
-        kind="withdrawal",
-        state_type=withdrawal.WithdrawalState,
-        events=withdrawal.EVENT_TYPES,
-        decide=withdrawal.decide,
-        evolve=withdrawal.evolve,
-        react=withdrawal.react,
-        recover=withdrawal.recover,
-        payout_originator=lambda state: state.payout_originator_id,
-    )
+    flow = Flow.from_module(withdrawal, withdrawal.WithdrawalState, "payout_originator_id")
     codec = EventCodec(*withdrawal.EVENT_TYPES)
     state_type = withdrawal.WithdrawalState
 

@@ -19,6 +19,7 @@ from penpay.actors.callbacks import CallbackTokens
 from penpay.actors.daraja import DarajaClient, DarajaClientConfig
 from penpay.actors.deposit import Start
 from penpay.actors.fx import FxPolicy, TransactionType
+from penpay.actors.gateway import GatewayRequest
 from penpay.actors.mpesa import CallbackUrls, MpesaGateway
 from penpay.actors.saga import (
     Command,
@@ -33,7 +34,6 @@ from penpay.actors.saga import (
 from penpay.actors.transaction import (
     DepositActor,
     FloatUnavailable,
-    GatewayRequest,
     GetState,
     LedgerRefused,
     SagaDeps,
