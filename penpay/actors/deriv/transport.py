@@ -20,7 +20,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 import trio
-import trio_websocket
 
 from penpay.errors import PenPayError
 
@@ -56,49 +55,6 @@ class MessageConnection(Protocol):
 
 
 Connector = Callable[[], AbstractAsyncContextManager[MessageConnection]]
-
-
-class WebSocketMessageConnection:
-    """Adapter over :class:`trio_websocket.WebSocketConnection`.
-
-    Not used by the connector or the sandbox any more (one system call per
-    message; see :mod:`penpay.actors.deriv.websocket`); kept for code that
-    already holds a ``trio_websocket`` connection. trio_websocket serialises
-    concurrent senders itself (a FIFO lock on the stream), so this adapter
-    needs no lock of its own.
-    """
-
-    def __init__(self, ws: trio_websocket.WebSocketConnection, *, close_timeout_s: float = 1.0):
-        self._ws = ws
-        self._close_timeout_s = close_timeout_s
-
-    async def send_message(self, message: str) -> None:
-        try:
-            await self._ws.send_message(message)
-        except trio_websocket.ConnectionClosed as exc:
-            raise TransportClosed(_describe(exc)) from None
-
-    async def get_message(self) -> str:
-        try:
-            message = await self._ws.get_message()
-        except trio_websocket.ConnectionClosed as exc:
-            raise TransportClosed(_describe(exc)) from None
-        if isinstance(message, bytes):
-            return message.decode("utf-8")
-        return message
-
-    async def aclose(self) -> None:
-        """Close handshake, bounded and shielded: closing must finish even when cancelled."""
-        with trio.move_on_after(self._close_timeout_s) as scope:
-            scope.shield = True
-            await self._ws.aclose()
-
-
-def _describe(exc: trio_websocket.ConnectionClosed) -> str:
-    reason = exc.reason
-    if reason is None:
-        return "websocket closed"
-    return f"websocket closed: {reason.code} {reason.name} {reason.reason or ''}".rstrip()
 
 
 class MemoryMessageConnection:
