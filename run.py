@@ -53,6 +53,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo_main()
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from penpay.sim.cli import simulate_command
+
+    return simulate_command(args.seed, args.transactions, args.faults, args.json, args.strict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", help="engine, journal, ledger, deriv, e2e")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=_cmd_bench)
+
+    simulate = commands.add_parser(
+        "simulate", help="deterministic whole-system simulation of one seed (doc/testing.md)"
+    )
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--transactions", type=int, default=100)
+    simulate.add_argument(
+        "--faults", default="all",
+        help="all, none, or a comma-separated list: actor_crash, system_crash, deriv_drop, "
+             "daraja_error, callbacks, storage, clock",
+    )
+    simulate.add_argument("--json", action="store_true", help="print one JSON object")
+    simulate.add_argument(
+        "--strict", action="store_true", help="known findings (penpay/sim/findings.py) fail too"
+    )
+    simulate.set_defaults(func=_cmd_simulate)
     return parser
 
 
