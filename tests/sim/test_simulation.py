@@ -1,0 +1,99 @@
+"""The deterministic simulation: replayable, its faults survivable, its checker able to fail."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from penpay.actors.ledger_port import LedgerAdapter
+from penpay.actors.saga import Posting
+from penpay.sim import ALL, Fault, run_simulation
+from penpay.sim.determinism import seed_trio_scheduler
+
+#: Faults whose short runs hold every invariant on the seeds below.
+SURVIVABLE = frozenset({
+    Fault.SYSTEM_CRASH, Fault.DERIV_DROP, Fault.CALLBACKS, Fault.STORAGE, Fault.CLOCK,
+})
+
+
+def _schedule_trace(seed: int) -> list[int]:
+    order: list[int] = []
+
+    async def worker(n: int) -> None:
+        for _ in range(5):
+            order.append(n)
+            await trio.lowlevel.checkpoint()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for n in range(8):
+                nursery.start_soon(worker, n)
+
+    seed_trio_scheduler(seed)
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return order
+
+
+def test_trio_private_scheduler_hooks_still_make_runs_repeatable() -> None:
+    """Covers trio._core._run._r and _ALLOW_DETERMINISTIC_SCHEDULING (private API)."""
+    assert _schedule_trace(5) == _schedule_trace(5)
+    assert len({tuple(_schedule_trace(seed)) for seed in range(6)}) > 1
+
+
+def test_the_same_seed_gives_the_same_trace_hash_and_another_seed_does_not() -> None:
+    first = run_simulation(11, 30, ALL)
+    again = run_simulation(11, 30, ALL)
+    other = run_simulation(12, 30, ALL)
+    assert first.trace_hash == again.trace_hash
+    assert first.trace_lines == again.trace_lines
+    assert first.trace_hash != other.trace_hash
+
+
+@pytest.mark.parametrize(
+    ("fault", "seed"),
+    [(Fault.SYSTEM_CRASH, 1), (Fault.DERIV_DROP, 1), (Fault.CALLBACKS, 1),
+     (Fault.STORAGE, 1), (Fault.CLOCK, 1), (Fault.ACTOR_CRASH, 2)],
+)
+def test_each_fault_kind_alone_keeps_every_invariant(fault: Fault, seed: int) -> None:
+    result = run_simulation(seed, 40, {fault})
+    assert result.ok, "\n".join(map(str, result.violations)) + "\n" + result.replay_command()
+    assert result.statuses
+
+
+@pytest.mark.xfail(strict=True, reason="finding: Daraja errors leave a deposit PENDING with "
+                   "no deadline, and M-Pesa float drift (doc/testing.md, findings)")
+def test_daraja_errors_keep_every_invariant() -> None:
+    result = run_simulation(2, 40, {Fault.DARAJA_ERROR})
+    assert result.ok, "\n".join(map(str, result.violations))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_many_seeds_with_the_survivable_faults_together(seed: int) -> None:
+    result = run_simulation(seed, 50, SURVIVABLE)
+    assert result.ok, "\n".join(map(str, result.violations)) + "\n" + result.replay_command()
+
+
+def test_a_run_without_faults_completes_most_deposits() -> None:
+    result = run_simulation(3, 50, ())
+    assert result.ok and not result.findings
+    assert result.statuses.get("COMPLETED", 0) > 25
+
+
+def test_the_checker_catches_a_dropped_posting_and_names_the_seed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deliberate bug: the ledger adapter silently drops every M-Pesa collection."""
+    post = LedgerAdapter.post
+
+    async def dropping(self: LedgerAdapter, transaction_id: str, posting: Posting) -> None:
+        if posting.name == "mpesa_collected":
+            return
+        await post(self, transaction_id, posting)
+
+    monkeypatch.setattr(LedgerAdapter, "post", dropping)
+    result = run_simulation(7, 30, ())
+    names = {v.name for v in result.violations}
+    assert "mpesa_float_drift" in names
+    assert all(str(v).startswith("[seed 7, step ") for v in result.violations)
+    assert "--seed 7" in result.replay_command()
