@@ -43,6 +43,7 @@ from penpay.actors.saga import (
     CreditDeriv,
     FindDerivTransfer,
     FindDerivWithdrawal,
+    SagaTimings,
     Status,
     WithdrawFromDeriv,
 )
@@ -283,7 +284,7 @@ async def assemble(
     )
     idempotency = PgIdempotencyStore(storage.db)
     nursery.start_soon(run_reaper, idempotency, clock)
-    limiter = RedisRateLimiter(redis)
+    limiter = RedisRateLimiter(redis, namespace=f"{settings.redis_namespace}:rl")
 
     if boxes.daraja is not None and boxes.deriv_world is not None:
         await ensure_sandbox_operator(auth, Path(settings.data_dir))
@@ -351,7 +352,16 @@ async def assemble(
     def gateway_for(command: Command) -> ActorRef:
         return deriv_ref if isinstance(command, DERIV_COMMANDS) else mpesa_ref
 
-    deps = SagaDeps(ledger=LedgerAdapter(ledger), gateway_for=gateway_for, observe=payments.observe)
+    timings = SagaTimings(
+        stk_callback_ms=int(settings.stk_callback_wait_s * 1000),
+        stk_query_interval_ms=int(settings.stk_query_interval_s * 1000),
+        deriv_lookup_interval_ms=int(settings.deriv_lookup_interval_s * 1000),
+        b2c_result_ms=int(settings.b2c_result_wait_s * 1000),
+    )
+    deps = SagaDeps(
+        ledger=LedgerAdapter(ledger), gateway_for=gateway_for, timings=timings,
+        observe=payments.observe,
+    )
     system.register(DepositActor, lambda: DepositActor(deps))
     system.register(WithdrawalActor, lambda: WithdrawalActor(deps))
     await resume_unfinished(system, payments)

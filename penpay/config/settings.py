@@ -30,6 +30,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
     redis_url: str | None = None
     log_level: str = "INFO"
+    #: Prefix of PenPay's rate-limit keys, so deployments can share one Redis.
+    redis_namespace: str = "penpay"
 
     # Actor engine.
     mailbox_capacity: int = 1024
@@ -75,6 +77,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     withdrawal_min_usd_cents: int = 500
     withdrawal_max_usd_cents: int = 100_000
     daily_cap_usd_cents: int = 200_000
+
+    # Transaction deadlines (persisted in state, re-armed after a restart).
+    stk_callback_wait_s: float = 90.0  # the phone prompt times out after about 60 s
+    stk_query_interval_s: float = 10.0
+    deriv_lookup_interval_s: float = 5.0
+    b2c_result_wait_s: float = 120.0
 
     # Journal (group commit).
     journal_batch_events_max: int = 500
