@@ -55,3 +55,7 @@ class TransactionIndex(Protocol):
     async def used_usd_cents(self, user_id: uuid.UUID, type: str, since: datetime) -> int:
         """What the user moved of ``type`` since ``since``, failed and reversed excluded."""
         ...
+
+    async def count_by_status(self) -> dict[str, int]:
+        """How many transactions are in each status (for metrics)."""
+        ...

@@ -7,7 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from penpay.http import admin, callbacks, ledger_admin, ops, payments
+from penpay.http import admin, callbacks, ledger_admin, metrics, ops, payments
 from penpay.http.auth import admin as identity_admin
 from penpay.http.auth import routes as identity
 from penpay.http.auth.guards import admin_only
@@ -29,6 +29,7 @@ def create_app(services: Services) -> Starlette:
     routes = [
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/metrics", metrics.metrics_route, methods=["GET"]),
         # Identity.
         Route(f"{API}/auth/register", identity.register, methods=["POST"]),
         Route(f"{API}/auth/login", identity.login, methods=["POST"]),
@@ -48,10 +49,16 @@ def create_app(services: Services) -> Starlette:
         *ledger_admin.routes(API),
         *callbacks.routes(API),
     ]
+    request_metrics = metrics.Metrics(services.system)
     app = Starlette(
         routes=routes,
-        # Outermost first: security headers also land on 429s from the limiter.
-        middleware=[Middleware(SecurityHeaders), Middleware(RateLimitMiddleware)],
+        # Outermost first: every answer is counted, and security headers also
+        # land on 429s from the limiter.
+        middleware=[
+            Middleware(metrics.RequestMetrics, metrics=request_metrics),
+            Middleware(SecurityHeaders),
+            Middleware(RateLimitMiddleware),
+        ],
         exception_handlers={
             Problem: problem_handler,
             HTTPException: http_exception_handler,
@@ -60,4 +67,5 @@ def create_app(services: Services) -> Starlette:
     )
     app.state.services = services
     app.state.callbacks = services.callbacks
+    app.state.metrics = request_metrics
     return app

@@ -110,6 +110,11 @@ class PgTransactionIndex:
         return int(total)
 
 
+    async def count_by_status(self) -> dict[str, int]:
+        rows = await self.db.fetch("SELECT status, count(*) AS n FROM transactions GROUP BY status")
+        return {r["status"]: int(r["n"]) for r in rows}
+
+
 class MemoryTransactionIndex:
     def __init__(self) -> None:
         self.rows: dict[uuid.UUID, TransactionRow] = {}
@@ -160,3 +165,9 @@ class MemoryTransactionIndex:
             if r.user_id == user_id and r.type == type and r.created_at >= since
             and r.status not in NOT_COUNTED
         )
+
+    async def count_by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.rows.values():
+            counts[row.status] = counts.get(row.status, 0) + 1
+        return counts
