@@ -346,6 +346,14 @@ async def assemble(
             daily_cap_usd_cents=settings.daily_cap_usd_cents,
         ),
     )
+    def unavailable() -> str | None:
+        if client.breaker.is_open:
+            return "M-Pesa is not answering; no new payments until it recovers"
+        if not gateway.connected:
+            return "Deriv is not connected; no new payments until it reconnects"
+        return None
+
+    payments.unavailable = unavailable
     mpesa_ref = system.ref(MpesaGateway, "daraja")
     deriv_ref = system.ref(DerivGatewayActor, "agent")
 

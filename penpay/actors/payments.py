@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -95,6 +96,9 @@ class Payments:
     tokens: CallbackTokens
     fx: FxPolicy
     limits: Limits
+    #: Why new money movements must be refused now (a provider is down), or None.
+    #: Refusing with 503 beats queueing money behind an outage.
+    unavailable: Callable[[], str | None] = lambda: None
 
     # ------------------------------------------------------------------ quotes
 
@@ -107,6 +111,9 @@ class Payments:
     # ----------------------------------------------------------- eligibility
 
     def _eligible(self, user: User) -> None:
+        reason = self.unavailable()
+        if reason is not None:
+            raise PaymentRefused(503, "temporarily_unavailable", reason)
         if user.status != "active":
             raise PaymentRefused(403, "account_inactive", f"the account is {user.status}")
         if not user.deriv_login_id or self.auth.deriv_token_of(user) is None:

@@ -172,3 +172,27 @@ async def test_limits_status_and_linking_are_enforced(tmp_path: Path) -> None:
         mismatch = await pp.http.put("/me/deriv-account", headers=auth, json={
             "deriv_login_id": SEED.agent_login_id, "token": SEED.client_token})
         assert mismatch.json()["code"] == "deriv_account_mismatch"
+
+
+async def test_when_mpesa_is_down_new_payments_are_refused_not_queued(tmp_path: Path) -> None:
+    async with running_penpay(tmp_path) as pp:
+        fault = await pp.daraja.post(
+            "/__sandbox__/faults", json={"endpoint": "stkpush", "kind": "http_500", "count": 5})
+        assert fault.status_code in (200, 201), fault.text
+        for n in range(5):  # five deposits meet the outage; the breaker opens
+            auth = await pp.user(f"07000002{n:02d}")
+            view = await pp.settled(auth, (await pp.deposit(auth))["transaction_id"])
+            # A 500 may or may not have sent the prompt: with no callback by the
+            # deadline, the outcome is unknown and an operator decides (nothing held).
+            assert view["status"] == "NEEDS_REVIEW"
+        auth = await pp.user("0700000299")
+        response = await pp.http.post(
+            "/deposits", headers={**auth, "Idempotency-Key": secrets.token_hex(8)},
+            json={"amount_cents": 1000, "currency": "USD"})
+        assert response.status_code == 503
+        assert response.json()["code"] == "temporarily_unavailable"
+        ready = await pp.http.get(f"http://127.0.0.1:{pp.settings.http_port}/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["daraja"] is False
+        listed = await pp.http.get("/transactions", headers=auth)
+        assert listed.json()["items"] == []  # nothing was created for the refused request
+        await pp.assert_books_agree()
