@@ -7,7 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from penpay.http import admin, callbacks, ledger_admin, metrics, ops, payments
+from penpay.http import admin, callbacks, ledger_admin, metrics, openapi, ops, payments
 from penpay.http.auth import admin as identity_admin
 from penpay.http.auth import routes as identity
 from penpay.http.auth.guards import admin_only
@@ -30,6 +30,7 @@ def create_app(services: Services) -> Starlette:
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", metrics.metrics_route, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi_route, methods=["GET"]),
         # Identity.
         Route(f"{API}/auth/register", identity.register, methods=["POST"]),
         Route(f"{API}/auth/login", identity.login, methods=["POST"]),
