@@ -173,6 +173,12 @@ class Payments:
         except TransactionRefused as exc:
             await self.index.update(row.id, REFUSED, {}, self.system.clock.now())
             raise PaymentRefused(503, exc.code, str(exc)) from None
+        except EngineError as exc:
+            # Timed out or crashed while starting: the transaction may exist. A 503
+            # is not stored against the Idempotency-Key, so the client's retry
+            # finds this same transaction (same id) and Start is idempotent.
+            log.warning("starting %s: %s", row.id, exc)
+            raise PaymentRefused(503, "temporarily_unavailable", "try again shortly") from None
         view = transaction_view(state)
         await self.index.update(row.id, state.status.value, view, self.system.clock.now())
         return view
