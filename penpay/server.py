@@ -34,7 +34,7 @@ from penpay.actors.fx import FxPolicy
 from penpay.actors.ledger import DEFAULT_CHART, Ledger
 from penpay.actors.ledger_port import LedgerAdapter, fund
 from penpay.actors.mpesa import CallbackUrls, MpesaGateway
-from penpay.actors.payments import Payments
+from penpay.actors.payments import REFUSED, Payments
 from penpay.actors.policy import Limits
 from penpay.actors.saga import (
     TERMINAL,
@@ -47,7 +47,7 @@ from penpay.actors.saga import (
     Status,
     WithdrawFromDeriv,
 )
-from penpay.actors.transaction import DepositActor, SagaDeps, WithdrawalActor
+from penpay.actors.transaction import DepositActor, GetState, SagaDeps, WithdrawalActor
 from penpay.config import Settings, load_settings
 from penpay.engine import (
     ActorRef,
@@ -370,8 +370,9 @@ async def assemble(
         ledger=LedgerAdapter(ledger), gateway_for=gateway_for, timings=timings,
         observe=payments.observe,
     )
-    system.register(DepositActor, lambda: DepositActor(deps))
-    system.register(WithdrawalActor, lambda: WithdrawalActor(deps))
+    resilient = SupervisionPolicy.persistent()
+    system.register(DepositActor, lambda: DepositActor(deps), supervision=resilient)
+    system.register(WithdrawalActor, lambda: WithdrawalActor(deps), supervision=resilient)
     await resume_unfinished(system, payments)
 
     readiness = {
@@ -439,7 +440,14 @@ async def resume_unfinished(system: ActorSystem, payments: Payments) -> None:
             rows = await payments.index.page(user_id=None, status=status, limit=500, before=cursor)
             for row in rows:
                 kind = DepositActor if row.type == "deposit" else WithdrawalActor
-                system.spawn(kind, str(row.id))
+                state = await system.ref(kind, str(row.id)).ask(GetState())
+                if not state.started:
+                    # Reserved for a request whose transaction never started (the
+                    # process or actor died first); nothing moved. No request is in
+                    # flight at start-up, so it can be closed: a retry with the same
+                    # Idempotency-Key starts it afresh.
+                    await payments.index.update(row.id, REFUSED, {}, system.clock.now())
+                    continue
                 resumed += 1
             if len(rows) < 500:
                 break

@@ -111,6 +111,9 @@ class DepositState(msgspec.Struct, frozen=True, kw_only=True):
     failure: Failure | None = None
     review_reason: str | None = None
     in_suspense: bool = False
+    #: How many times collected money went to suspense (each cycle has its own
+    #: posting names, so a second review is not mistaken for a replay).
+    suspensions: int = 0
 
     @property
     def started(self) -> bool:
@@ -261,11 +264,13 @@ def _refunded(state: DepositState) -> Posting:
 
 
 def _suspend(state: DepositState) -> Posting:
-    return kes_posting("suspense_in", Account.IN_TRANSIT_KES, Account.SUSPENSE_KES, _kes(state))
+    name = f"suspense_in_{state.suspensions}"
+    return kes_posting(name, Account.IN_TRANSIT_KES, Account.SUSPENSE_KES, _kes(state))
 
 
 def _unsuspend(state: DepositState) -> Posting:
-    return kes_posting("suspense_out", Account.SUSPENSE_KES, Account.IN_TRANSIT_KES, _kes(state))
+    name = f"suspense_out_{state.suspensions}"
+    return kes_posting(name, Account.SUSPENSE_KES, Account.IN_TRANSIT_KES, _kes(state))
 
 
 def _fx(state: DepositState) -> Posting:
@@ -445,9 +450,10 @@ def _decide_stk_deadline(
     if state.status not in (Status.PENDING, Status.AWAITING_MPESA_CALLBACK):
         return []
     if state.checkout_request_id is None:
-        if state.stk_push_unknown:
-            return [ReviewNeeded(now_ms, "STK push outcome unknown and no callback arrived")]
-        return []  # still waiting for Daraja's answer to the push itself
+        # The push call's own timeout is far shorter than this deadline: no answer
+        # by now means it was lost. Without a CheckoutRequestID nothing can be
+        # queried, so an operator settles it (a late callback is kept raw).
+        return [ReviewNeeded(now_ms, "STK push outcome unknown and no callback arrived")]
     if state.stk_queries >= timings.stk_queries_max:
         return [ReviewNeeded(now_ms, "M-Pesa never gave a final answer to the STK query")]
     return [StkQueried(now_ms)]
@@ -604,7 +610,9 @@ def evolve(state: DepositState, event: DepositEvent) -> DepositState:
         case Refunded():
             return _status(r(state, refund_receipt=event.receipt), Status.REVERSED, event.at_ms)
         case ReviewNeeded():
-            state = r(state, review_reason=event.reason, in_suspense=_money_collected(state))
+            parked = _money_collected(state)
+            cycles = state.suspensions + (1 if parked and not state.in_suspense else 0)
+            state = r(state, review_reason=event.reason, in_suspense=parked, suspensions=cycles)
             return _status(state, Status.NEEDS_REVIEW, event.at_ms)
         case Resolved():
             return r(state, updated_at_ms=event.at_ms)
@@ -697,42 +705,70 @@ def _refund_payout(state: DepositState) -> PayB2C:
     )
 
 
+def ledger_so_far(state: DepositState) -> list[Posting]:
+    """Every posting ``state`` implies, in the order they were first issued.
+
+    Recovery re-issues them all (each is idempotent by name), which repairs
+    a crash between persisting a step and booking it, terminal steps included.
+    """
+    if not state.started:
+        return []
+    assert state.quote is not None
+    postings = [float_hold(state.quote)]
+    if _money_collected(state):
+        postings.append(_collected(state))
+    for cycle in range(1, state.suspensions + 1):
+        at = msgspec.structs.replace(state, suspensions=cycle)
+        postings.append(_suspend(at))
+        if cycle < state.suspensions or not state.in_suspense:
+            postings.append(_unsuspend(at))
+    match state.status:
+        case Status.COMPLETED:
+            postings += [_fx(state), _post_hold()]
+        case Status.FAILED | Status.REVERSING:
+            postings.append(_void_hold())
+        case Status.REVERSED:
+            postings += [_void_hold(), _refunded(state)]
+    return postings
+
+
 def recover(
     state: DepositState, now_ms: int, timings: SagaTimings
 ) -> tuple[list[DepositEvent], list[Command]]:
     """What was in flight when the actor stopped: re-derived, never resent blindly.
 
-    Returns events to persist first (a Deriv credit that may have been in
-    flight is now of unknown outcome) and commands to run: ledger postings
-    are re-issued (idempotent by transfer id), deadlines re-armed, and a
-    money-moving call whose answer was lost becomes a reconciliation query.
+    Returns events to persist first (a call that may have been in flight is
+    now of unknown outcome) and commands to run: every posting the state
+    implies (idempotent), the deadlines, and for a money-moving call whose
+    answer was lost, a reconciliation query.
     """
-    if not state.started or state.status in TERMINAL:
+    if not state.started:
         return [], []
+    ledger: list[Command] = [PostLedger(p) for p in ledger_so_far(state)]
     match state.status:
+        case Status.PENDING if state.checkout_request_id is None and not state.stk_push_unknown:
+            # The push may have reached Daraja; only its callback can tell us now.
+            unknown = StkUnknown(now_ms, "actor restarted before Daraja answered")
+            return [unknown], [*ledger, SetTimer("stk", max(state.stk_deadline_ms, now_ms))]
         case Status.PENDING | Status.AWAITING_MPESA_CALLBACK:
-            return [], [SetTimer("stk", max(state.stk_deadline_ms, now_ms))]
+            return [], [*ledger, SetTimer("stk", max(state.stk_deadline_ms, now_ms))]
         case Status.AWAITING_DERIV_CONFIRMATION:
             assert state.deriv_reference is not None
-            collected = PostLedger(_collected(state))
             if state.deriv_unknown:
                 return [], [
-                    collected,
+                    *ledger,
                     FindDerivTransfer(state.deriv_reference),
                     SetTimer("deriv_lookup", now_ms + timings.deriv_lookup_interval_ms),
                 ]
             # The credit call may or may not have gone out: look it up, never resend.
-            unknown = DerivCreditUnknown(now_ms, state.deriv_reference, "actor restarted")
-            return [unknown], [collected]
+            unknown_credit = DerivCreditUnknown(now_ms, state.deriv_reference, "actor restarted")
+            return [unknown_credit], ledger
         case Status.REVERSING:
-            commands: list[Command] = [PostLedger(_void_hold())]
+            assert state.refund_originator_id is not None
             if state.refund_conversation_id is None and not state.refund_unknown:
-                commands.append(_refund_payout(state))  # safe: same OriginatorConversationID
+                ledger.append(_refund_payout(state))  # safe: same OriginatorConversationID
             else:
-                assert state.refund_originator_id is not None
-                commands.append(QueryB2C(state.refund_originator_id, state.callback_token))
-            commands.append(SetTimer("b2c", now_ms + timings.b2c_result_ms))
-            return [], commands
-        case Status.NEEDS_REVIEW if state.in_suspense:
-            return [], [PostLedger(_suspend(state))]
-    return [], []
+                ledger.append(QueryB2C(state.refund_originator_id, state.callback_token))
+            ledger.append(SetTimer("b2c", now_ms + timings.b2c_result_ms))
+            return [], ledger
+    return [], ledger

@@ -11,6 +11,7 @@ formats.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -174,10 +175,15 @@ class Payments:
             await self.index.update(row.id, REFUSED, {}, self.system.clock.now())
             raise PaymentRefused(503, exc.code, str(exc)) from None
         except EngineError as exc:
-            # Timed out or crashed while starting: the transaction may exist. A 503
-            # is not stored against the Idempotency-Key, so the client's retry
-            # finds this same transaction (same id) and Start is idempotent.
+            # Timed out or crashed while starting: the transaction may exist. Ask
+            # (after Start, in the same mailbox) whether it does; if it does not,
+            # close the reserved row so it neither lingers nor counts towards caps.
+            # Either way a 503 is not stored against the Idempotency-Key: the
+            # client's retry finds this same transaction id, and Start is idempotent.
             log.warning("starting %s: %s", row.id, exc)
+            with contextlib.suppress(EngineError):
+                if not (await ref.ask(GetState())).started:
+                    await self.index.update(row.id, REFUSED, {}, self.system.clock.now())
             raise PaymentRefused(503, "temporarily_unavailable", "try again shortly") from None
         view = transaction_view(state)
         await self.index.update(row.id, state.status.value, view, self.system.clock.now())

@@ -129,6 +129,9 @@ class TransactionActor(EventSourcedActor[Any]):
         )
         await self._commit(events)
         await self._carry_out(commands)
+        if getattr(self.state, "started", False):
+            # A crash may have come between a status change and its read-model update.
+            await self.deps.observe(self.kind, self.state)
 
     async def receive(self, message: Any) -> Any:
         if isinstance(message, GetState):

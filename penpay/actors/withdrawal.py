@@ -751,9 +751,11 @@ def recover(
     money-moving call whose answer was lost becomes a reconciliation query.
     The withdrawal itself can never be resent: the code was only in memory.
     """
-    if not state.started or state.status in TERMINAL:
+    if not state.started:
         return [], []
     ledger: list[Command] = [PostLedger(p) for p in ledger_so_far(state)]
+    if state.status in TERMINAL:
+        return [], ledger  # a crash may have come between the status and its postings
     match state.status:
         case Status.PENDING | Status.AWAITING_DERIV_CONFIRMATION:
             assert state.deriv_reference is not None

@@ -23,3 +23,16 @@ class SupervisionPolicy(msgspec.Struct, frozen=True, kw_only=True):
     def backoff_s(self, recent_failures: int) -> float:
         exponent = max(recent_failures - 1, 0)
         return float(min(self.backoff_max_s, self.backoff_min_s * 2**exponent))
+
+    @classmethod
+    def persistent(cls, backoff_max_s: float = 10.0) -> SupervisionPolicy:
+        """For actors whose absence halts the business (ledger accounts, transactions).
+
+        A storage outage makes them fail repeatedly; parking them would stop
+        every payment until an operator steps in. Instead they retry with
+        back-off (at most one restart per ``backoff_max_s`` once it has grown),
+        and their restart count stays visible to operators. A corrupt journal
+        still parks at once: restarting cannot fix that.
+        """
+        return cls(backoff_min_s=0.1, backoff_max_s=backoff_max_s, max_restarts=100_000,
+                   window_s=60.0)

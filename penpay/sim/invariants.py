@@ -27,6 +27,7 @@ from typing import Any
 from penpay.actors.ledger import DEFAULT_CHART, TransferKind
 from penpay.actors.ledger.model import replay_balances, trial_balance
 from penpay.actors.saga import TERMINAL, Status, short_reference
+from penpay.engine import EngineError
 from penpay.sim.trace import Trace
 from penpay.sim.workload import Stats
 from penpay.sim.world import AGENT_LOGIN_ID, SimWorld
@@ -149,7 +150,11 @@ class Checker:
         for row in sorted(self.world.durable.index.rows.values(), key=lambda r: str(r.id)):
             if row.status == "REFUSED":
                 continue
-            state = await payments.state_of(str(row.id))
+            try:
+                state = await payments.state_of(str(row.id))
+            except EngineError as exc:  # parked: e.g. the ledger refused its postings
+                self.fail("actor_parked", f"{row.type} {row.id}: {exc}")
+                continue
             if state is None or not state.started:
                 if row.status != "REFUSED":
                     self.fail("reserved_never_started",

@@ -278,7 +278,7 @@ def test_unknown_after_every_attempt_needs_review_with_the_money_in_suspense() -
             flow.feed(Deadline("deriv_lookup"), DerivLookup(ref, None))
     assert flow.state.status is Status.NEEDS_REVIEW
     assert flow.state.in_suspense
-    assert flow.postings()[-1] == "suspense_in"
+    assert flow.postings()[-1] == "suspense_in_1"
 
 
 def test_operator_resolution_rules() -> None:
@@ -293,7 +293,7 @@ def test_operator_resolution_rules() -> None:
     commands = flow.feed(Resolve("complete", "seen on Deriv statement", "op@penpay"))
     assert flow.state.status is Status.COMPLETED
     assert [c.posting.name for c in commands if isinstance(c, PostLedger)] == [
-        "suspense_out", "fx_conversion", "deriv_float_paid",
+        "suspense_out_1", "fx_conversion", "deriv_float_paid",
     ]
     with pytest.raises(ResolveRefused, match="not NEEDS_REVIEW"):
         d.decide(flow.state, Resolve("reverse", "x", "op"), 0, TIMINGS)

@@ -62,7 +62,7 @@ from penpay.actors.ledger.model import (
     validate_group,
 )
 from penpay.actors.ledger.store import CommitOutcome, TransferPage, TransferStore
-from penpay.engine import ActorRef, ActorSystem, EngineError, MailboxFull
+from penpay.engine import ActorRef, ActorSystem, EngineError, MailboxFull, SupervisionPolicy
 from penpay.money import Currency
 
 log = logging.getLogger("penpay.ledger")
@@ -171,7 +171,11 @@ class Ledger:
         self.ask_timeout_s = ask_timeout_s
         self.pending_cache_entries_max = pending_cache_entries_max
         self._pending_cache: OrderedDict[str, Transfer] = OrderedDict()
-        system.register(LedgerAccount, lambda: LedgerAccount(chart, store))
+        system.register(
+            LedgerAccount,
+            lambda: LedgerAccount(chart, store),
+            supervision=SupervisionPolicy.persistent(),
+        )
 
     async def start(self, *, recover: bool = True) -> None:
         """Register the chart's accounts with the store, then (by default) :meth:`recover`."""
