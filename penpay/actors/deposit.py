@@ -114,6 +114,7 @@ class DepositState(msgspec.Struct, frozen=True, kw_only=True):
     #: How many times collected money went to suspense (each cycle has its own
     #: posting names, so a second review is not mistaken for a replay).
     suspensions: int = 0
+    review_queries: int = 0
 
     @property
     def started(self) -> bool:
@@ -212,6 +213,10 @@ class Refunded(DepositEvent, frozen=True, tag="deposit.refunded"):
     receipt: str | None
 
 
+class ReviewQueried(DepositEvent, frozen=True, tag="deposit.review_queried"):
+    """Parked without an M-Pesa answer: asked once more."""
+
+
 class ReviewNeeded(DepositEvent, frozen=True, tag="deposit.review_needed"):
     reason: str
 
@@ -225,7 +230,7 @@ class Resolved(DepositEvent, frozen=True, tag="deposit.resolved"):
 EVENT_TYPES: tuple[type[DepositEvent], ...] = (
     Created, StkAccepted, StkUnknown, PaymentClaimed, StkQueried, MpesaPaid, Failed,
     DerivCreditUnknown, DerivLookedUp, DerivRetried, Completed, RefundStarted, RefundAccepted,
-    RefundUnknown, RefundQueried, RefundResent, Refunded, ReviewNeeded, Resolved,
+    RefundUnknown, RefundQueried, RefundResent, Refunded, ReviewQueried, ReviewNeeded, Resolved,
 )
 
 
@@ -332,6 +337,8 @@ def decide(
             ]
         case Resolve():
             return _decide_resolve(state, event, now_ms)
+    if state.status is Status.NEEDS_REVIEW and _awaits_mpesa_answer(state):
+        return _decide_review_query(state, event, now_ms, timings)
     if not state.started or state.status in TERMINAL or state.status is Status.NEEDS_REVIEW:
         return []
     match event:
@@ -398,6 +405,32 @@ def _decide_refund(
             return [RefundUnknown(now_ms, event.reason)]
         case B2CResult():
             return _decide_refund_result(state, event, now_ms, timings)
+    return []
+
+
+def _awaits_mpesa_answer(state: DepositState) -> bool:
+    """Parked in review with M-Pesa's answer still outstanding (and queryable)."""
+    return state.checkout_request_id is not None and not _money_collected(state)
+
+
+def _decide_review_query(
+    state: DepositState, event: Input, now_ms: int, timings: SagaTimings
+) -> list[DepositEvent]:
+    """In review without an answer from M-Pesa: keep asking; settle when it answers."""
+    match event:
+        case Deadline(name="stk_review"):
+            if state.review_queries >= timings.stk_review_queries_max:
+                return []  # a day without an answer: the operator decides
+            return [ReviewQueried(now_ms)]
+        case StkCallback() if event.checkout_request_id == state.checkout_request_id:
+            return [ReviewQueried(now_ms)]  # a hint: ask now
+        case StkQueryResult(result_code=None):
+            return []
+        case StkQueryResult() if event.checkout_request_id == state.checkout_request_id:
+            if event.result_code == "0":
+                return [MpesaPaid(now_ms, state.mpesa_receipt, _deriv_reference(state, 1))]
+            code = stk_failure_code(event.result_code or "")
+            return [Failed(now_ms, code, f"M-Pesa {event.result_code}: {event.result_desc}")]
     return []
 
 
@@ -559,6 +592,7 @@ def evolve(state: DepositState, event: DepositEvent) -> DepositState:
         case MpesaPaid():
             state = r(
                 state,
+                review_reason=None,
                 mpesa_receipt=event.receipt or state.mpesa_receipt,
                 deriv_reference=event.deriv_reference,
                 deriv_attempt=1,
@@ -609,6 +643,8 @@ def evolve(state: DepositState, event: DepositEvent) -> DepositState:
             return r(state, refund_queries=state.refund_queries + 1, updated_at_ms=event.at_ms)
         case Refunded():
             return _status(r(state, refund_receipt=event.receipt), Status.REVERSED, event.at_ms)
+        case ReviewQueried():
+            return r(state, review_queries=state.review_queries + 1, updated_at_ms=event.at_ms)
         case ReviewNeeded():
             parked = _money_collected(state)
             cycles = state.suspensions + (1 if parked and not state.in_suspense else 0)
@@ -689,6 +725,13 @@ def react(
         case ReviewNeeded():
             if after.in_suspense and not before.in_suspense:
                 commands.append(PostLedger(_suspend(after)))
+            if _awaits_mpesa_answer(after):
+                at_ms = event.at_ms + timings.stk_review_query_interval_ms
+                commands.append(SetTimer("stk_review", at_ms))
+        case ReviewQueried():
+            assert after.checkout_request_id is not None
+            at_ms = event.at_ms + timings.stk_review_query_interval_ms
+            commands += [QueryStk(after.checkout_request_id), SetTimer("stk_review", at_ms)]
     if after.status is not before.status:
         commands.append(Notify(after.status))
     return commands
@@ -771,4 +814,7 @@ def recover(
                 ledger.append(QueryB2C(state.refund_originator_id, state.callback_token))
             ledger.append(SetTimer("b2c", now_ms + timings.b2c_result_ms))
             return [], ledger
+        case Status.NEEDS_REVIEW if _awaits_mpesa_answer(state):
+            at_ms = now_ms + timings.stk_review_query_interval_ms
+            return [], [*ledger, SetTimer("stk_review", at_ms)]
     return [], ledger

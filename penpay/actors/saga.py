@@ -289,6 +289,10 @@ class SagaTimings(msgspec.Struct, frozen=True, kw_only=True):
     deriv_attempts_max: int = 2
     b2c_result_ms: int = 120_000
     b2c_queries_max: int = 6
+    #: A deposit parked because M-Pesa's query never answered keeps asking, slowly,
+    #: and settles itself when M-Pesa does (a transient outage needs no operator).
+    stk_review_query_interval_ms: int = 300_000
+    stk_review_queries_max: int = 288  # a day at the interval above
 
 
 STK_FAILURES: dict[str, str] = {

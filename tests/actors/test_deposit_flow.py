@@ -408,3 +408,41 @@ def test_payout_answers_outside_a_refund_are_ignored() -> None:
     flow = paid_flow()
     assert flow.feed(B2CResult("PPRsomething", "0", "ok", "R", KES)) == []
     assert flow.state.status is Status.AWAITING_DERIV_CONFIRMATION
+
+
+def _parked_without_an_answer() -> Flow:
+    flow = Flow()
+    flow.feed(START, StkPushAccepted("m1", CHECKOUT))
+    for _ in range(TIMINGS.stk_queries_max + 1):
+        flow.feed(Deadline("stk"), StkQueryResult(CHECKOUT, None))
+    assert flow.state.status is Status.NEEDS_REVIEW
+    return flow
+
+
+def test_a_deposit_parked_for_lack_of_an_answer_settles_when_mpesa_answers() -> None:
+    flow = _parked_without_an_answer()
+    commands = flow.feed(Deadline("stk_review"))
+    assert [type(c).__name__ for c in commands] == ["QueryStk", "SetTimer"]
+    flow.feed(StkQueryResult(CHECKOUT, None))  # still nothing: stays parked
+    assert flow.state.status is Status.NEEDS_REVIEW
+    commands = flow.feed(StkQueryResult(CHECKOUT, "0"))
+    assert flow.state.status is Status.AWAITING_DERIV_CONFIRMATION
+    assert any(isinstance(c, CreditDeriv) for c in commands)
+    assert flow.state.review_reason is None
+
+
+def test_a_parked_deposit_that_m_pesa_says_failed_fails() -> None:
+    flow = _parked_without_an_answer()
+    flow.feed(StkCallback(CHECKOUT, "0", "ok", "R", KES, PHONE))  # a hint: ask now
+    assert isinstance(flow.commands[-2], QueryStk)
+    flow.feed(StkQueryResult(CHECKOUT, "1032", "cancelled"))
+    assert flow.state.status is Status.FAILED
+    assert flow.postings()[-1] == "deriv_float_released"
+
+
+def test_a_parked_deposit_stops_asking_after_a_day() -> None:
+    flow = _parked_without_an_answer()
+    for _ in range(TIMINGS.stk_review_queries_max):
+        flow.feed(Deadline("stk_review"))
+    assert flow.feed(Deadline("stk_review")) == []
+    assert flow.state.status is Status.NEEDS_REVIEW

@@ -61,9 +61,6 @@ def test_each_fault_kind_alone_keeps_every_invariant(fault: Fault, seed: int) ->
     assert result.statuses
 
 
-@pytest.mark.xfail(strict=True, reason="open finding: a deposit whose STK outcome was lost "
-                   "ends in NEEDS_REVIEW while M-Pesa did collect the money; the ledger cannot "
-                   "hold it in suspense, so mpesa_float drifts (doc/testing.md)")
 def test_daraja_errors_keep_every_invariant() -> None:
     result = run_simulation(2, 40, {Fault.DARAJA_ERROR})
     assert result.ok, "\n".join(map(str, result.violations))
