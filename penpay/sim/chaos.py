@@ -58,7 +58,14 @@ class Chaos:
             instance.receive_batch = crashy_batch
             return instance
 
-        system.register(kind, factory, passivate_after_s=_passivation_of(system, kind))
+        props = system._props.get(kind)  # keep the kind's own settings, chaos aside
+        system.register(
+            kind,
+            factory,
+            passivate_after_s=_passivation_of(system, kind),
+            supervision=props.supervision if props is not None else None,
+            mailbox_capacity=props.mailbox_capacity if props is not None else None,
+        )
 
 
 def _passivation_of(system: ActorSystem, kind: type[Actor]) -> float | bool | None:
