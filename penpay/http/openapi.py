@@ -28,6 +28,19 @@ class Op(msgspec.Struct, frozen=True):
     auth: str = "user"  # none | user | admin
 
 
+#: What a request to move money can be refused with.
+MONEY_ERRORS = (
+    "amount_below_minimum",
+    "amount_above_maximum",
+    "daily_limit_exceeded",
+    "deriv_account_not_linked",
+    "account_inactive",
+    "temporarily_unavailable",
+    "idempotency_key_missing",
+    "idempotency_key_reused",
+    "idempotency_request_in_progress",
+)
+
 #: Every operation the app serves; a test keeps this and the routes identical.
 OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/healthz"): Op("Liveness", auth="none"),
@@ -75,17 +88,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "Deposit by M-Pesa STK Push",
         body=DepositBody,
         status=202,
-        errors=(
-            "amount_below_minimum",
-            "amount_above_maximum",
-            "daily_limit_exceeded",
-            "deriv_account_not_linked",
-            "account_inactive",
-            "temporarily_unavailable",
-            "idempotency_key_missing",
-            "idempotency_key_reused",
-            "idempotency_request_in_progress",
-        ),
+        errors=MONEY_ERRORS,
     ),
     ("POST", f"{API}/withdrawals/verification-code"): Op(
         "E-mail a Deriv withdrawal code",
@@ -96,18 +99,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "Withdraw to M-Pesa",
         body=WithdrawalBody,
         status=202,
-        errors=(
-            "verification_code_invalid",
-            "amount_below_minimum",
-            "amount_above_maximum",
-            "daily_limit_exceeded",
-            "deriv_account_not_linked",
-            "account_inactive",
-            "temporarily_unavailable",
-            "idempotency_key_missing",
-            "idempotency_key_reused",
-            "idempotency_request_in_progress",
-        ),
+        errors=("verification_code_invalid", *MONEY_ERRORS),
     ),
     ("GET", f"{API}/transactions"): Op("The caller's transactions", errors=("validation_failed",)),
     ("GET", f"{API}/transactions/{{id}}"): Op(
