@@ -9,6 +9,7 @@ stop taking requests, passivate every actor, then close storage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import signal
@@ -27,6 +28,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from penpay.actors.callbacks import CallbackTokens
 from penpay.actors.daraja import DarajaClient, DarajaClientConfig
+from penpay.actors.deposit import release_float_hold
 from penpay.actors.deriv import DerivGateway
 from penpay.actors.deriv.transport import websocket_connector
 from penpay.actors.deriv_actor import DerivGatewayActor
@@ -47,7 +49,14 @@ from penpay.actors.saga import (
     Status,
     WithdrawFromDeriv,
 )
-from penpay.actors.transaction import DepositActor, GetState, SagaDeps, WithdrawalActor
+from penpay.actors.transaction import (
+    DepositActor,
+    GetState,
+    LedgerPort,
+    LedgerRefused,
+    SagaDeps,
+    WithdrawalActor,
+)
 from penpay.config import Settings, load_settings
 from penpay.engine import (
     ActorRef,
@@ -373,7 +382,7 @@ async def assemble(
     resilient = SupervisionPolicy.persistent()
     system.register(DepositActor, lambda: DepositActor(deps), supervision=resilient)
     system.register(WithdrawalActor, lambda: WithdrawalActor(deps), supervision=resilient)
-    await resume_unfinished(system, payments)
+    await resume_unfinished(system, payments, deps.ledger)
 
     readiness = {
         "engine": lambda: True,
@@ -427,7 +436,9 @@ async def ensure_sandbox_operator(auth: Any, data_dir: Path) -> None:
 DERIV_COMMANDS = (CreditDeriv, FindDerivTransfer, WithdrawFromDeriv, FindDerivWithdrawal)
 
 
-async def resume_unfinished(system: ActorSystem, payments: Payments) -> None:
+async def resume_unfinished(
+    system: ActorSystem, payments: Payments, ledger: LedgerPort
+) -> None:
     """After a restart, wake every transaction that had not finished, so it recovers.
 
     Each one's ``recover`` re-arms its deadlines and reconciles whatever was in
@@ -443,9 +454,13 @@ async def resume_unfinished(system: ActorSystem, payments: Payments) -> None:
                 state = await system.ref(kind, str(row.id)).ask(GetState())
                 if not state.started:
                     # Reserved for a request whose transaction never started (the
-                    # process or actor died first); nothing moved. No request is in
-                    # flight at start-up, so it can be closed: a retry with the same
-                    # Idempotency-Key starts it afresh.
+                    # process or actor died first); no money moved, but a deposit
+                    # may hold float. No request is in flight at start-up, so it
+                    # can be closed: a retry with the same Idempotency-Key starts
+                    # it afresh (and takes the hold again).
+                    if row.type == "deposit":
+                        with contextlib.suppress(LedgerRefused):
+                            await ledger.post(str(row.id), release_float_hold())
                     await payments.index.update(row.id, REFUSED, {}, system.clock.now())
                     continue
                 resumed += 1

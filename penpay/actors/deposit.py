@@ -294,6 +294,11 @@ def _post_hold() -> Posting:
     return Posting(name="deriv_float_paid", kind=PostingKind.POST_HOLD, hold=FLOAT_HOLD)
 
 
+def release_float_hold() -> Posting:
+    """Releases the float hold of a deposit that never started (it is idempotent)."""
+    return _void_hold()
+
+
 def _void_hold() -> Posting:
     return Posting(name="deriv_float_released", kind=PostingKind.VOID_HOLD, hold=FLOAT_HOLD)
 

@@ -13,6 +13,7 @@ money-moving call whose answer was lost turns into a reconciliation query.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -221,6 +222,17 @@ class DepositActor(TransactionActor):
             except LedgerRefused as exc:
                 detail = f"the Deriv float cannot cover this deposit: {exc}"
                 raise FloatUnavailable(detail) from None
+
+    async def receive(self, message: Any) -> Any:
+        try:
+            return await super().receive(message)
+        except Exception:
+            if isinstance(message, deposit.Start) and not self.state.started:
+                # The hold was taken but the deposit was not recorded: give the
+                # float back now (a process crash here is handled at start-up).
+                with contextlib.suppress(Exception):
+                    await self.deps.ledger.post(self.key, deposit.release_float_hold())
+            raise
 
 
 class WithdrawalActor(TransactionActor):

@@ -235,7 +235,7 @@ async def assemble_sim(
     deps = SagaDeps(ledger=LedgerAdapter(ledger), gateway_for=gateway_for, observe=observe)
     chaos.wrap_kind(system, DepositActor, lambda: DepositActor(deps))
     chaos.wrap_kind(system, WithdrawalActor, lambda: WithdrawalActor(deps))
-    await resume_unfinished(system, payments)
+    await resume_unfinished(system, payments, deps.ledger)
 
     async def provider_balances() -> dict[str, int | None]:
         accounts = boxes.daraja.world.accounts

@@ -38,7 +38,7 @@ from penpay.actors.transaction import (
     LedgerRefused,
     SagaDeps,
 )
-from penpay.engine import Actor, ActorSystem
+from penpay.engine import Actor, ActorCrashed, ActorSystem, InMemoryJournal
 from penpay.engine.testing import open_test_system, settle
 from penpay.http import callbacks
 from penpay.http.problems import Problem, problem_handler
@@ -256,3 +256,18 @@ async def test_a_forged_callback_token_changes_nothing(autojump_clock: trio.abc.
         response = await app._http.post(f"http://pp/api/v1/callbacks/mpesa/stk/{forged}", json={})
         assert response.status_code == 404
         assert w.raw.items == []
+
+
+async def test_a_deposit_that_fails_to_start_gives_the_float_back(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with world() as w:
+        journal = w.system.journal
+        assert isinstance(journal, InMemoryJournal)
+        journal.fail_appends = lambda pid: pid.startswith("deposit/")
+        with pytest.raises(ActorCrashed):
+            await w.start(8)
+        journal.fail_appends = None
+        tx = TX.format(8)
+        assert w.ledger.names(tx) == ["deriv_float_hold", "deriv_float_released"]
+        assert w.sandbox.requests_seen("stkpush") == 0
