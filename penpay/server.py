@@ -295,19 +295,22 @@ async def assemble(
     nursery.start_soon(run_reaper, idempotency, clock)
     limiter = RedisRateLimiter(redis, namespace=f"{settings.redis_namespace}:rl")
 
-    if boxes.daraja is not None and boxes.deriv_world is not None:
+    seeded = settings.sandbox_seeded or (
+        boxes.daraja is not None and boxes.deriv_world is not None
+    )
+    if seeded:
         await ensure_sandbox_operator(auth, Path(settings.data_dir))
 
     # The ledger, its floats funded (in sandbox mode) to match the sandboxes.
     ledger = Ledger(system, transfer_store, DEFAULT_CHART)
     await ledger.start()
-    if boxes.deriv_world is not None:
+    if boxes.deriv_world is not None or settings.sandbox_seeded:
         await fund(
             ledger, name="sandbox_deriv_float", float_account=Account.DERIV_FLOAT,
             equity=Account.OWNER_EQUITY_USD, amount_cents=SEED.agent_float_usd_cents,
             currency=Currency.USD,
         )
-    if boxes.daraja is not None:
+    if boxes.daraja is not None or settings.sandbox_seeded:
         await fund(
             ledger, name="sandbox_mpesa_float", float_account=Account.MPESA_FLOAT,
             equity=Account.OWNER_EQUITY_KES, amount_cents=SEED.mpesa_utility_kes_cents,

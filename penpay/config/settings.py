@@ -64,6 +64,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     deriv_agent_login_id: str | None = None
 
     # Sandboxes (used when the credentials above are absent).
+    #: The peers are sandboxes seeded from penpay/sandbox/seed.py, started by
+    #: someone else (e.g. a test harness): fund the floats and keep the sandbox
+    #: operator as when PenPay starts the sandboxes itself.
+    sandbox_seeded: bool = False
     sandbox_daraja_port: int = 8001
     sandbox_deriv_port: int = 8002
     sandbox_deriv_control_port: int = 8003
