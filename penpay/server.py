@@ -404,7 +404,8 @@ async def assemble(
 
     return Services(
         system=system, readiness=readiness, auth=auth, audit=audit, idempotency=idempotency,
-        rate_limiter=limiter, payments=payments, ledger=ledger,
+        rate_limiter=limiter if settings.rate_limits_enabled else None,
+        payments=payments, ledger=ledger,
         provider_balances=provider_balances,
         callbacks=CallbackDeps(
             system=system, tokens=tokens, allow=callback_allow_list(settings, boxes)

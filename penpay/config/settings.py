@@ -32,6 +32,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     #: Prefix of PenPay's rate-limit keys, so deployments can share one Redis.
     redis_namespace: str = "penpay"
+    #: Switch the rate limits off (only for load and fuzz testing).
+    rate_limits_enabled: bool = True
 
     # Actor engine.
     mailbox_capacity: int = 1024

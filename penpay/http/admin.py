@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from penpay.engine import ActorStatus, EngineError
+from penpay.engine import Actor, ActorStatus, EngineError, EventSourcedActor
 from penpay.http.problems import FieldError, Problem
 from penpay.http.responses import json_response
 from penpay.http.services import Services
@@ -37,6 +37,17 @@ async def list_actors(request: Request) -> Response:
     return json_response({"items": actors})
 
 
+async def _has_history(services: Services, kind: type[Actor], key: str) -> bool:
+    if not issubclass(kind, EventSourcedActor):
+        return False
+    journal = services.system.journal
+    pid = f"{kind.kind}/{key}"
+    try:
+        return bool(await journal.load_snapshot(pid) or await journal.read_events(pid))
+    except EngineError as exc:
+        raise Problem(503, "service_unavailable", f"the journal cannot be read: {exc}") from exc
+
+
 async def get_actor(request: Request) -> Response:
     services: Services = request.app.state.services
     kind_name = request.path_params["kind"]
@@ -47,6 +58,10 @@ async def get_actor(request: Request) -> Response:
     info = services.system.info(kind, key)
     if info is not None and info.status is ActorStatus.FAILED:
         return json_response({"actor": info, "state": None})
+    if info is None and not await _has_history(services, kind, key):
+        # Never activate an actor for an arbitrary key: only live actors, or
+        # ones with a journal to recover from, exist.
+        raise Problem(404, "not_found", f"no actor {kind_name}/{key}")
     try:
         state = await services.system.inspect(kind, key)
     except EngineError as exc:

@@ -7,6 +7,7 @@ document and the app's routes list exactly the same operations.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -199,15 +200,21 @@ def document() -> dict[str, Any]:
             },
         }
         operation: dict[str, Any] = {"summary": op.summary, "responses": responses}
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{(\w+)}", path)
+        ]
         if op.body is not None:
             operation["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": schemas[bodies.index(op.body)]}}}
         if op.auth != "none":
             operation["security"] = [{"bearer": []}]
         if "idempotency_key_missing" in op.errors:
-            operation["parameters"] = [{
+            parameters.append({
                 "name": "Idempotency-Key", "in": "header", "required": True,
-                "schema": {"type": "string", "minLength": 8, "maxLength": 255}}]
+                "schema": {"type": "string", "minLength": 8, "maxLength": 255}})
+        if parameters:
+            operation["parameters"] = parameters
         paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",

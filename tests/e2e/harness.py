@@ -101,7 +101,7 @@ class PenPay:
 
 
 @asynccontextmanager
-async def running_penpay(data_dir: Path) -> AsyncIterator[PenPay]:
+async def running_penpay(data_dir: Path, **overrides: Any) -> AsyncIterator[PenPay]:
     async with storage_testing.fresh_database() as database_url:
         ports = [free_port() for _ in range(4)]
         settings = load_settings(
@@ -120,6 +120,7 @@ async def running_penpay(data_dir: Path) -> AsyncIterator[PenPay]:
             stk_query_interval_s=1.0,
             deriv_lookup_interval_s=0.5,
             b2c_result_wait_s=4.0,
+            **overrides,
         )
         stop = trio.Event()
         async with trio.open_nursery() as nursery:

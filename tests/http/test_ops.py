@@ -79,17 +79,20 @@ async def test_admin_lists_actors_and_reads_state(system: ActorSystem) -> None:
         ("/api/v1/admin/actors?limit=0", 422, "validation_failed"),
         ("/api/v1/admin/actors?status=sleepy", 422, "validation_failed"),
         ("/api/v1/admin/actors/no-such-kind/x", 404, "not_found"),
+        ("/api/v1/admin/actors/counter/never-seen", 404, "not_found"),  # nothing activated
         ("/no/such/route", 404, "not_found"),
     ],
 )
 async def test_errors_are_problem_json_with_stable_codes(
     system: ActorSystem, path: str, status: int, code: str
 ) -> None:
+    system.register(Counter)  # a known kind: an unknown key must still be 404
     auth = memory_auth()
     app = create_app(Services(system=system, auth=auth))
     admin = bearer_headers(auth, role="admin")
     async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=admin) as client:
         response = await client.get(path)
+    assert system.info(Counter, "never-seen") is None  # and nothing was activated
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
