@@ -78,6 +78,11 @@ from penpay.sandbox.daraja import Credentials, DarajaSandbox, DarajaSandboxConfi
 from penpay.sandbox.daraja.server import serve_daraja_sandbox
 from penpay.sandbox.deriv import DerivWorld, serve_control_api, serve_deriv_sandbox
 from penpay.sandbox.seed import SEED, seed_daraja, seed_deriv
+from penpay.sandbox.standalone import (
+    SANDBOX_DARAJA_KEY,
+    SANDBOX_DARAJA_SECRET,
+    SANDBOX_PASSKEY,
+)
 from penpay.storage.audit import PgAuditLog
 from penpay.storage.connect import Readiness, connect_with_retry
 from penpay.storage.embedded import start_embedded_postgres, start_embedded_redis
@@ -92,9 +97,6 @@ from penpay.storage.transfers import PgTransferStore, open_pg_transfer_store
 
 log = logging.getLogger("penpay.server")
 
-SANDBOX_DARAJA_KEY = "penpay-sandbox-key"
-SANDBOX_DARAJA_SECRET = "penpay-sandbox-secret"
-SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 
 
 def engine_config(settings: Settings) -> EngineConfig:

@@ -9,14 +9,9 @@ which is exactly what recovery must survive.
 
 from __future__ import annotations
 
-import os
-import random
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +19,9 @@ import httpx
 import pytest
 import trio
 
-from penpay.sandbox.daraja import Credentials, DarajaSandbox, DarajaSandboxConfig
-from penpay.sandbox.daraja.server import serve_daraja_sandbox
-from penpay.sandbox.deriv import DerivWorld, serve_deriv_sandbox
-from penpay.sandbox.seed import SEED, seed_daraja, seed_deriv
-from penpay.server import (
-    SANDBOX_DARAJA_KEY,
-    SANDBOX_DARAJA_SECRET,
-    SANDBOX_OPERATOR,
-    SANDBOX_PASSKEY,
-    sandbox_operator_password,
-)
+from penpay.sandbox.seed import SEED
+from penpay.sandbox.standalone import Peers, peers_on_sockets, penpay_env
+from penpay.server import SANDBOX_OPERATOR, sandbox_operator_password
 from penpay.storage import testing as storage_testing
 from tests.e2e.harness import TERMINAL, free_port
 
@@ -42,36 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.storage]
 
 REPO = Path(__file__).resolve().parents[2]
 PHONE = "254700000401"
-
-
-@dataclass
-class Peers:
-    daraja: DarajaSandbox
-    daraja_url: str
-    deriv: DerivWorld
-    deriv_url: str
-
-
-@asynccontextmanager
-async def peers_on_sockets() -> AsyncIterator[Peers]:
-    world = DerivWorld(rng=random.Random(7))
-    seed_deriv(world)
-    config = DarajaSandboxConfig(
-        credentials=(Credentials(SANDBOX_DARAJA_KEY, SANDBOX_DARAJA_SECRET),),
-        callback_source_address="127.0.0.1",
-    )
-    async with httpx.AsyncClient(timeout=5) as callbacks, trio.open_nursery() as nursery:
-        address = await nursery.start(serve_deriv_sandbox, world, "127.0.0.1", 0)
-        sandbox, url = await nursery.start(
-            lambda task_status: serve_daraja_sandbox(
-                "127.0.0.1", 0, config=config, callback_http=callbacks, task_status=task_status
-            )
-        )
-        seed_daraja(sandbox)
-        try:
-            yield Peers(sandbox, url, world, address.url)
-        finally:
-            nursery.cancel_scope.cancel()
 
 
 class PenPayProcess:
@@ -114,31 +71,17 @@ class PenPayProcess:
 
 
 def _env(peers: Peers, database_url: str, data_dir: Path) -> dict[str, str]:
-    port = free_port()
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PENPAY_")},
-        "PENPAY_DATA_DIR": str(data_dir),
-        "PENPAY_DATABASE_URL": database_url,
-        "PENPAY_REDIS_URL": storage_testing.test_redis_url(),
-        "PENPAY_REDIS_NAMESPACE": f"crash-{secrets.token_hex(4)}",
-        "PENPAY_HTTP_PORT": str(port),
-        "PENPAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "PENPAY_CALLBACK_ALLOW": "127.0.0.0/8",
-        "PENPAY_DARAJA_BASE_URL": peers.daraja_url,
-        "PENPAY_DARAJA_CONSUMER_KEY": SANDBOX_DARAJA_KEY,
-        "PENPAY_DARAJA_CONSUMER_SECRET": SANDBOX_DARAJA_SECRET,
-        "PENPAY_DARAJA_STK_PASSKEY": SANDBOX_PASSKEY,
-        "PENPAY_DARAJA_SECURITY_CREDENTIAL": "sandbox-credential",
-        "PENPAY_DERIV_WS_URL": peers.deriv_url,
-        "PENPAY_DERIV_AGENT_TOKEN": SEED.agent_token,
-        "PENPAY_DERIV_AGENT_LOGIN_ID": SEED.agent_login_id,
-        "PENPAY_SANDBOX_SEEDED": "1",
-        "PENPAY_STK_CALLBACK_WAIT_S": "4",
-        "PENPAY_STK_QUERY_INTERVAL_S": "1",
-        "PENPAY_DERIV_LOOKUP_INTERVAL_S": "0.5",
-        "PENPAY_B2C_RESULT_WAIT_S": "4",
-        "PENPAY_LOG_LEVEL": "INFO",
-    }
+    return penpay_env(
+        peers,
+        data_dir=data_dir,
+        http_port=free_port(),
+        database_url=database_url,
+        redis_url=storage_testing.test_redis_url(),
+        stk_callback_wait_s="4",
+        stk_query_interval_s="1",
+        deriv_lookup_interval_s="0.5",
+        b2c_result_wait_s="4",
+    )
 
 
 async def _user(http: httpx.AsyncClient, operator: dict[str, str]) -> dict[str, str]:
