@@ -29,7 +29,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from penpay.actors.callbacks import CallbackTokens
 from penpay.actors.daraja import DarajaClient, DarajaClientConfig
 from penpay.actors.deposit import release_float_hold
-from penpay.actors.deriv import DerivGateway
+from penpay.actors.deriv import DerivGateway, GatewayConfig
 from penpay.actors.deriv.transport import websocket_connector
 from penpay.actors.deriv_actor import DerivGatewayActor
 from penpay.actors.fx import FxPolicy
@@ -326,7 +326,12 @@ async def assemble(
     deriv_url = boxes.deriv_url or settings.deriv_ws_url
     agent_token = settings.deriv_agent_token or SEED.agent_token
     agent_login_id = settings.deriv_agent_login_id or SEED.agent_login_id
-    gateway = DerivGateway(websocket_connector(deriv_url), agent_token, rng=random.Random())
+    gateway = DerivGateway(
+        websocket_connector(deriv_url),
+        agent_token,
+        rng=random.Random(),
+        config=GatewayConfig(calls_per_min=settings.deriv_calls_per_min or None),
+    )
     await nursery.start(gateway.run)
 
     async def user_token(user_id: str) -> str | None:

@@ -64,6 +64,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     deriv_ws_url: str = "wss://ws.derivws.com/websockets/v3?app_id=1089&l=EN&brand=deriv"
     deriv_agent_token: str | None = None
     deriv_agent_login_id: str | None = None
+    #: PenPay's own budget of non-ping calls on the agent socket (Deriv allows
+    #: 220/min); 0 lifts it, for load tests against the sandbox only.
+    deriv_calls_per_min: int = 200
 
     # Sandboxes (used when the credentials above are absent).
     #: The peers are sandboxes seeded from penpay/sandbox/seed.py, started by

@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +31,13 @@ from penpay.sandbox.seed import SEED, seed_daraja, seed_deriv
 SANDBOX_DARAJA_KEY = "penpay-sandbox-key"
 SANDBOX_DARAJA_SECRET = "penpay-sandbox-secret"
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago (for child processes)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -83,3 +93,45 @@ def penpay_env(
     })
     env.update({f"PENPAY_{k.upper()}": v for k, v in settings.items()})
     return env
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class PenPayProcess:
+    """``python run.py serve`` as a child process that can be SIGKILLed."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.port = int(env["PENPAY_HTTP_PORT"])
+        self.process: trio.Process | None = None
+
+    async def start(self) -> None:
+        out = self.log.open("ab")
+        self.process = await trio.lowlevel.open_process(
+            [sys.executable, "run.py", "serve"], cwd=REPO_ROOT, env=self.env, stdout=out, stderr=out
+        )
+        async with httpx.AsyncClient() as http:
+            with trio.fail_after(90):
+                while True:
+                    try:
+                        ready = await http.get(f"http://127.0.0.1:{self.port}/readyz")
+                        if ready.status_code == 200:
+                            return
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.2)
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(20):
+                await self.process.wait()
+            if self.process.returncode is None:
+                await self.kill()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,16 +14,11 @@ import trio
 
 from penpay.config import Settings, load_settings
 from penpay.sandbox.seed import SEED
+from penpay.sandbox.standalone import free_port
 from penpay.server import SANDBOX_OPERATOR, sandbox_operator_password, serve
 from penpay.storage import testing as storage_testing
 
 TERMINAL = {"COMPLETED", "FAILED", "REVERSED", "NEEDS_REVIEW"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

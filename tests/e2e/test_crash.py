@@ -10,8 +10,6 @@ which is exactly what recovery must survive.
 from __future__ import annotations
 
 import secrets
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,54 +18,15 @@ import pytest
 import trio
 
 from penpay.sandbox.seed import SEED
-from penpay.sandbox.standalone import Peers, peers_on_sockets, penpay_env
+from penpay.sandbox.standalone import Peers, PenPayProcess, free_port, peers_on_sockets, penpay_env
 from penpay.server import SANDBOX_OPERATOR, sandbox_operator_password
 from penpay.storage import testing as storage_testing
-from tests.e2e.harness import TERMINAL, free_port
+from tests.e2e.harness import TERMINAL
 
 pytestmark = [pytest.mark.integration, pytest.mark.storage]
 
 REPO = Path(__file__).resolve().parents[2]
 PHONE = "254700000401"
-
-
-class PenPayProcess:
-    """``python run.py serve`` as a child process that can be SIGKILLed."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.port = int(env["PENPAY_HTTP_PORT"])
-        self.process: trio.Process | None = None
-
-    async def start(self) -> None:
-        out = self.log.open("ab")
-        self.process = await trio.lowlevel.open_process(
-            [sys.executable, "run.py", "serve"], cwd=REPO, env=self.env, stdout=out, stderr=out
-        )
-        async with httpx.AsyncClient() as http:
-            with trio.fail_after(90):
-                while True:
-                    try:
-                        ready = await http.get(f"http://127.0.0.1:{self.port}/readyz")
-                        if ready.status_code == 200:
-                            return
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.2)
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            with trio.move_on_after(20):
-                await self.process.wait()
-            if self.process.returncode is None:
-                await self.kill()
 
 
 def _env(peers: Peers, database_url: str, data_dir: Path) -> dict[str, str]:
