@@ -132,7 +132,7 @@ class Storage:
 
 
 @asynccontextmanager
-async def open_storage(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Storage]:
+async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
     """PostgreSQL (embedded unless configured), migrations, the journal, Redis and the relay."""
     data_dir = Path(settings.data_dir)
     await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -164,8 +164,12 @@ async def open_storage(settings: Settings, nursery: trio.Nursery) -> AsyncIterat
         )
         redis = redis_from_url(redis_url)
         await stack.enter_async_context(redis)
+        # The relay lives in a nursery of its own, cancelled before its Redis
+        # client closes (the stack unwinds in reverse order).
+        relay_nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(relay_nursery.cancel_scope.cancel)
         relay = OutboxRelay(db, journal, redis)
-        await nursery.start(relay.run)
+        await relay_nursery.start(relay.run)
         yield Storage(
             db=db, journal=journal, redis_url=redis_url,
             readiness={"database": db_ready},
@@ -516,7 +520,7 @@ async def serve(
         if stop is None:
             stop = trio.Event()
             await outer.start(_watch_signals, stop)
-        async with open_storage(settings, outer) as storage:
+        async with open_storage(settings) as storage:
             from penpay.engine import Clock
 
             clock = Clock()
