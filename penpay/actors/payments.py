@@ -189,25 +189,37 @@ class Payments:
         await self.index.update(row.id, state.status.value, view, self.system.clock.now())
         return view
 
-    async def start_deposit(
-        self, user: User, key: str, amount_cents: int, currency: Currency, phone: str | None
-    ) -> dict[str, Any]:
+    async def _admit(
+        self, user: User, key: str, type: TransactionType, amount_cents: int,
+        currency: Currency, phone: str | None,
+    ) -> tuple[TransactionRow, dict[str, Any]]:
+        """Every rule a money request must pass, then its transaction id reserved.
+
+        Returns the reserved row and the fields both flows' Start messages share.
+        """
         self._eligible(user)
         msisdn = self._phone(user, phone)
-        quote = self.quote(TransactionType.DEPOSIT, amount_cents, currency)
+        quote = self.quote(type, amount_cents, currency)
         await self._check_limits(user, quote)
         row, _ = await self._reserve(user, key, quote)
         assert user.deriv_login_id is not None
         transaction_id = str(row.id)
-        start = deposit.Start(
-            transaction_id=transaction_id,
-            user_id=str(user.id),
-            phone=msisdn,
-            deriv_login_id=user.deriv_login_id,
-            quote=quote,
-            callback_token=self.tokens.issue("deposit", transaction_id),
+        return row, {
+            "transaction_id": transaction_id,
+            "user_id": str(user.id),
+            "phone": msisdn,
+            "deriv_login_id": user.deriv_login_id,
+            "quote": quote,
+            "callback_token": self.tokens.issue(type.value, transaction_id),
+        }
+
+    async def start_deposit(
+        self, user: User, key: str, amount_cents: int, currency: Currency, phone: str | None
+    ) -> dict[str, Any]:
+        row, fields = await self._admit(
+            user, key, TransactionType.DEPOSIT, amount_cents, currency, phone
         )
-        return await self._start(DepositActor, row, start)
+        return await self._start(DepositActor, row, deposit.Start(**fields))
 
     async def start_withdrawal(
         self,
@@ -218,7 +230,6 @@ class Payments:
         verification_code: str,
         phone: str | None,
     ) -> dict[str, Any]:
-        self._eligible(user)
         if currency is not Currency.USD:
             raise PaymentRefused(422, "validation_failed", "withdrawals are in USD", "currency")
         if not verification_code.isalnum() or not 6 <= len(verification_code) <= 128:
@@ -226,21 +237,10 @@ class Payments:
                 422, "verification_code_invalid", "the verification code is malformed",
                 "verification_code",
             )
-        msisdn = self._phone(user, phone)
-        quote = self.quote(TransactionType.WITHDRAWAL, amount_cents, currency)
-        await self._check_limits(user, quote)
-        row, _ = await self._reserve(user, key, quote)
-        assert user.deriv_login_id is not None
-        transaction_id = str(row.id)
-        start = withdrawal.Start(
-            transaction_id=transaction_id,
-            user_id=str(user.id),
-            phone=msisdn,
-            deriv_login_id=user.deriv_login_id,
-            quote=quote,
-            callback_token=self.tokens.issue("withdrawal", transaction_id),
-            verification_code=verification_code,
+        row, fields = await self._admit(
+            user, key, TransactionType.WITHDRAWAL, amount_cents, currency, phone
         )
+        start = withdrawal.Start(**fields, verification_code=verification_code)
         return await self._start(WithdrawalActor, row, start)
 
     # ------------------------------------------------------------------ Deriv
