@@ -62,6 +62,7 @@ from penpay.engine import (
     ActorRef,
     ActorSystem,
     EngineConfig,
+    EngineError,
     Journal,
     SupervisionPolicy,
     open_actor_system,
@@ -466,7 +467,14 @@ async def resume_unfinished(
             rows = await payments.index.page(user_id=None, status=status, limit=500, before=cursor)
             for row in rows:
                 kind = DepositActor if row.type == "deposit" else WithdrawalActor
-                state = await system.ref(kind, str(row.id)).ask(GetState())
+                try:
+                    state = await system.ref(kind, str(row.id)).ask(GetState())
+                except EngineError as exc:
+                    # One transaction that cannot answer must not stop the start-up:
+                    # its supervisor restarts it, and its recovery re-derives its work.
+                    log.warning("resuming %s %s: %s", row.type, row.id, exc)
+                    resumed += 1
+                    continue
                 if not state.started:
                     # Reserved for a request whose transaction never started (the
                     # process or actor died first); no money moved, but a deposit
