@@ -698,7 +698,10 @@ def react(
             )
         case DerivCreditUnknown() | DerivLookedUp():
             lookup_at_ms = event.at_ms + timings.deriv_lookup_interval_ms
-            commands += [FindDerivTransfer(event.reference), SetTimer("deriv_lookup", lookup_at_ms)]
+            commands += [
+                FindDerivTransfer(event.reference, after.created_at_ms),
+                SetTimer("deriv_lookup", lookup_at_ms),
+            ]
         case Completed():
             if before.in_suspense:
                 commands.append(PostLedger(_unsuspend(after)))
@@ -805,7 +808,7 @@ def recover(
             if state.deriv_unknown:
                 return [], [
                     *ledger,
-                    FindDerivTransfer(state.deriv_reference),
+                    FindDerivTransfer(state.deriv_reference, state.created_at_ms),
                     SetTimer("deriv_lookup", now_ms + timings.deriv_lookup_interval_ms),
                 ]
             # The credit call may or may not have gone out: look it up, never resend.

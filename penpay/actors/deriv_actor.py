@@ -30,6 +30,12 @@ from penpay.actors.saga import (
 
 log = logging.getLogger("penpay.deriv")
 
+#: How far before a transaction's creation its statement lookup starts reading:
+#: room for PenPay's and Deriv's clocks to disagree. Without a floor, a lookup
+#: for a transfer that never happened would have to read the whole statement
+#: of a busy agent (and give up at the page limit, never able to say "absent").
+STATEMENT_CLOCK_MARGIN_S = 600
+
 #: How a user's Deriv API token is found (it is stored encrypted with the user).
 UserTokenLookup = Callable[[str], Awaitable[str | None]]
 
@@ -48,12 +54,12 @@ class DerivGatewayActor(GatewayActor):
         match command:
             case CreditDeriv(login_id, usd_cents, reference):
                 return await self._credit(login_id, usd_cents, reference)
-            case FindDerivTransfer(reference):
-                return await self._find(reference, f"Agent note: {reference}")
+            case FindDerivTransfer(reference, since_ms):
+                return await self._find(reference, f"Agent note: {reference}", since_ms)
             case WithdrawFromDeriv(usd_cents, code, reference):
                 return await self._withdraw(user_id, usd_cents, code, reference)
-            case FindDerivWithdrawal(reference):
-                return await self._find(reference, f"Client note: {reference}")
+            case FindDerivWithdrawal(reference, since_ms):
+                return await self._find(reference, f"Client note: {reference}", since_ms)
         raise TypeError(f"not a Deriv command: {command!r}")
 
     async def _credit(self, login_id: str, usd_cents: int, reference: str) -> Input:
@@ -95,12 +101,19 @@ class DerivGatewayActor(GatewayActor):
             return DerivUnknown(reference, "Deriv answered without a transaction id")
         return DerivCredited(reference, result.transaction_id)
 
-    async def _find(self, reference: str, note: str) -> Input | None:
-        """Look for our reference in the agent's statement; None: no answer this time."""
+    async def _find(self, reference: str, note: str, since_ms: int) -> Input | None:
+        """Look for our reference in the agent's statement; None: no answer this time.
+
+        Only rows from ``since_ms`` (less the clock margin) on are read: the
+        transfer cannot be older than the transaction that made it.
+        """
         size, pages = 100, 20
+        date_from = max(since_ms // 1000 - STATEMENT_CLOCK_MARGIN_S, 0) if since_ms else None
         try:
             for page in range(pages):
-                rows = await self.gateway.statement(limit=size, offset=page * size)
+                rows = await self.gateway.statement(
+                    limit=size, offset=page * size, date_from=date_from
+                )
                 for row in rows:
                     longcode = row.get("longcode")
                     tid = row.get("transaction_id")

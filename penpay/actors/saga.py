@@ -139,6 +139,10 @@ class CreditDeriv(Command, frozen=True, tag="deriv_credit"):
 
 class FindDerivTransfer(Command, frozen=True, tag="deriv_find"):
     reference: str
+    #: No transfer of this transaction is older than this (its creation,
+    #: PenPay's clock, Unix ms); the lookup reads the statement from there on.
+    #: 0: read back as far as the lookup's page limit allows.
+    since_ms: int = 0
 
 
 class PayB2C(Command, frozen=True, tag="b2c_pay"):
@@ -162,6 +166,7 @@ class WithdrawFromDeriv(Command, frozen=True, tag="deriv_withdraw"):
 
 class FindDerivWithdrawal(Command, frozen=True, tag="deriv_find_withdrawal"):
     reference: str
+    since_ms: int = 0  # as for FindDerivTransfer
 
 
 class Notify(Command, frozen=True, tag="notify"):

@@ -679,7 +679,8 @@ def react(
         case DerivWithdrawUnknown() | DerivLookedUp():
             lookup_at_ms = event.at_ms + timings.deriv_lookup_interval_ms
             commands += [
-                FindDerivWithdrawal(event.reference), SetTimer("deriv_lookup", lookup_at_ms),
+                FindDerivWithdrawal(event.reference, after.created_at_ms),
+                SetTimer("deriv_lookup", lookup_at_ms),
             ]
         case DerivReceived():
             commands += [
@@ -713,7 +714,10 @@ def react(
             commands.append(_return(after))
         case ReturnUnknown() | ReturnLookedUp():
             lookup_at_ms = event.at_ms + timings.deriv_lookup_interval_ms
-            commands += [FindDerivTransfer(event.reference), SetTimer("deriv_lookup", lookup_at_ms)]
+            commands += [
+                FindDerivTransfer(event.reference, after.created_at_ms),
+                SetTimer("deriv_lookup", lookup_at_ms),
+            ]
         case Returned():
             commands.append(PostLedger(_returned(after)))
         case ReviewNeeded():
@@ -761,7 +765,7 @@ def recover(
             assert state.deriv_reference is not None
             if state.deriv_unknown:
                 return [], [
-                    FindDerivWithdrawal(state.deriv_reference),
+                    FindDerivWithdrawal(state.deriv_reference, state.created_at_ms),
                     SetTimer("deriv_lookup", now_ms + timings.deriv_lookup_interval_ms),
                 ]
             # The withdraw call may or may not have gone out: look it up.
@@ -779,7 +783,7 @@ def recover(
             if state.return_unknown:
                 return [], [
                     *ledger,
-                    FindDerivTransfer(state.return_reference),
+                    FindDerivTransfer(state.return_reference, state.created_at_ms),
                     SetTimer("deriv_lookup", now_ms + timings.deriv_lookup_interval_ms),
                 ]
             # The transfer back may or may not have gone out: look it up, never resend.

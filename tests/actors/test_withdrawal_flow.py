@@ -220,7 +220,7 @@ def test_socket_drop_during_the_withdrawal_is_settled_when_found() -> None:
     flow = Flow()
     flow.feed(START)
     commands = flow.feed(DerivUnknown(flow.reference, "socket closed"))
-    assert commands[0] == FindDerivWithdrawal(flow.reference)
+    assert commands[0] == FindDerivWithdrawal(flow.reference, flow.state.created_at_ms)
     flow.feed(DerivLookup(flow.reference, 4242))
     assert flow.state.status is Status.AWAITING_MPESA_DISBURSEMENT
     assert flow.state.deriv_transaction_id == 4242
@@ -347,7 +347,7 @@ def test_a_return_whose_answer_is_lost_is_looked_up_then_retried() -> None:
     flow = reversing_flow()
     first = flow.return_reference
     commands = flow.feed(DerivUnknown(first, "socket closed"))
-    assert commands[0] == FindDerivTransfer(first)
+    assert commands[0] == FindDerivTransfer(first, flow.state.created_at_ms)
     for _ in range(TIMINGS.deriv_lookups_max):
         flow.feed(Deadline("deriv_lookup"), DerivLookup(first, None))
     second = flow.return_reference
@@ -445,10 +445,10 @@ def test_recovery_never_resends_the_withdrawal() -> None:
     assert commands == []
     follow_up = flow.restart()
     assert not any(isinstance(c, WithdrawFromDeriv) for c in follow_up)
-    assert FindDerivWithdrawal(flow.reference) in follow_up
+    assert FindDerivWithdrawal(flow.reference, flow.state.created_at_ms) in follow_up
     again = flow.restart()  # already unknown: just look it up again
     assert not any(isinstance(c, WithdrawFromDeriv) for c in again)
-    assert FindDerivWithdrawal(flow.reference) in again
+    assert FindDerivWithdrawal(flow.reference, flow.state.created_at_ms) in again
     assert [type(e) for e in flow.events].count(w.DerivWithdrawUnknown) == 1
 
 
@@ -470,7 +470,7 @@ def test_recovery_never_resends_a_return() -> None:
     flow = reversing_flow()
     commands = flow.restart()
     assert flow.returns() and not any(isinstance(c, CreditDeriv) for c in commands)
-    assert FindDerivTransfer(flow.return_reference) in commands
+    assert FindDerivTransfer(flow.return_reference, flow.state.created_at_ms) in commands
     assert flow.state.return_unknown
     assert "fx_reversal" in [c.posting.name for c in commands if isinstance(c, PostLedger)]
 

@@ -16,6 +16,7 @@ message.
 from __future__ import annotations
 
 import enum
+import itertools
 import random
 import string
 import uuid
@@ -701,11 +702,16 @@ class DerivWorld:
         date_to: int | None = None,
     ) -> list[StatementEntry]:
         """Newest first, filtered then paged (``date_to`` inclusive, Unix seconds)."""
-        rows = [
+        newest_first: Iterable[StatementEntry] = reversed(self.account(loginid).statement)
+        if date_from is not None:
+            # Entries are appended as they happen, so the rest are older still.
+            newest_first = itertools.takewhile(
+                lambda e: e.transaction_time >= date_from, newest_first
+            )
+        matching = (
             e
-            for e in reversed(self.account(loginid).statement)
+            for e in newest_first
             if (action_type is None or e.action_type == action_type)
-            and (date_from is None or e.transaction_time >= date_from)
             and (date_to is None or e.transaction_time <= date_to)
-        ]
-        return rows[offset : offset + limit]
+        )
+        return list(itertools.islice(matching, offset, offset + limit))
