@@ -57,6 +57,11 @@ class Clock:
         """Move the wall clock (not the monotonic clock); simulates an NTP step."""
         self._skew_s += seconds
 
+    @property
+    def skew_s(self) -> float:
+        """How far :meth:`skew` has moved the wall clock so far."""
+        return self._skew_s
+
 
 class Entropy:
     """Randomness and identifiers.

@@ -121,10 +121,14 @@ class Nemesis:
                 journal.fail_appends = fail
                 return f"journal fails {left[0]} appends"
             case Fault.CLOCK:
-                sign = rng.choice([-1, 1])
-                seconds = sign * 2 ** rng.uniform(2, 18) / 1000
-                self.world.clock.skew(seconds)
-                return f"skew {seconds:+.3f}s"
+                # An NTP step leaves the clock wrong by a new error (4 ms to
+                # 262 s, either way), not by the sum of every error so far:
+                # steps correct the clock as often as they upset it.
+                error_s = rng.choice([-1, 1]) * 2 ** rng.uniform(2, 18) / 1000
+                clock = self.world.clock
+                step_s = error_s - clock.skew_s
+                clock.skew(step_s)
+                return f"step {step_s:+.3f}s, clock off by {error_s:+.3f}s"
         return ""
 
     def stop(self) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from penpay.actors.ledger import DEFAULT_CHART, TransferKind
-from penpay.actors.ledger.model import replay_balances, trial_balance
+from penpay.actors.ledger.model import BalanceReplay, replay_balances, trial_balance
 from penpay.actors.saga import TERMINAL, Status, short_reference
 from penpay.engine import EngineError
 from penpay.sim.trace import Trace
@@ -59,6 +59,12 @@ class Checker:
     findings: list[Violation] = field(default_factory=list)
     last_status: dict[str, str] = field(default_factory=dict)
     checks: int = 0
+    # The continuous checks follow the append-only records (transfer rows, the
+    # sandboxes' moves, payouts and collections) and read only what is new.
+    _rows: BalanceReplay = field(default_factory=BalanceReplay)
+    _rows_seen: int = 0
+    _seen: Counter[str] = field(default_factory=Counter)
+    _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     @property
     def trace(self) -> Trace:
@@ -88,47 +94,54 @@ class Checker:
         self._external_effects_once()
 
     def _rows_balance(self) -> None:
-        rows = self.world.durable.transfers.all_transfers()
-        for currency, line in trial_balance(DEFAULT_CHART, replay_balances(rows)).items():
+        rows = self.world.durable.transfers.transfers_after(self._rows_seen)
+        self._rows_seen += len(rows)
+        self._rows.apply(rows)
+        for currency, line in trial_balance(DEFAULT_CHART, self._rows.balances).items():
             if not line.balanced:
                 self.fail("trial_balance", f"{currency}: transfer rows {line}")
 
+    def _new(self, name: str, records: list[Any]) -> list[Any]:
+        """The entries of an append-only list not read before."""
+        seen = self._seen[name]
+        self._seen[name] = len(records)
+        return records[seen:]
+
+    def _once(self, what: str, key: str) -> int:
+        """Count one more occurrence of ``key``; returns the count so far."""
+        self._counts[what, key] += 1
+        return self._counts[what, key]
+
     def _external_effects_once(self) -> None:
-        deriv = self.world.boxes.deriv_world
-        credits = Counter(m.description for m in deriv.moves if m.kind == "paymentagent_transfer")
-        by_deposit: Counter[str] = Counter()
-        for description, count in credits.items():
-            if count > 1:
-                self.fail("double_deriv_transfer", f"{count} transfers for {description!r}")
-            found = _DEPOSIT_REF.match(description)
-            if found:
-                by_deposit[found.group(1)] += count
-        for deposit_id, count in by_deposit.items():
-            if count > 1:
-                self.fail("double_deriv_credit", f"deposit {deposit_id} credited {count} times")
-        withdrawals = Counter(
-            m.description for m in deriv.moves if m.kind == "paymentagent_withdraw"
-        )
-        for description, count in withdrawals.items():
-            if count > 1:
+        for move in self._new("deriv", self.world.boxes.deriv_world.moves):
+            description = move.description
+            if move.kind == "paymentagent_transfer":
+                if (count := self._once("transfer", description)) > 1:
+                    self.fail("double_deriv_transfer",
+                              f"{count} transfers for {description!r}")
+                if (found := _DEPOSIT_REF.match(description)) and (
+                    count := self._once("credit", found.group(1))
+                ) > 1:
+                    self.fail("double_deriv_credit",
+                              f"deposit {found.group(1)} credited {count} times")
+                if (found := _RETURN_REF.match(description)) and (
+                    count := self._once("return", found.group(1))
+                ) > 1:
+                    self.fail("double_deriv_return",
+                              f"withdrawal {found.group(1)} returned {count}x")
+            elif move.kind == "paymentagent_withdraw" and (
+                count := self._once("withdraw", description)
+            ) > 1:
                 self.fail("double_deriv_withdrawal", f"{count} withdrawals for {description!r}")
-        returns: Counter[str] = Counter()
-        for description in credits:
-            found = _RETURN_REF.match(description)
-            if found:
-                returns[found.group(1)] += credits[description]
-        for withdrawal_id, count in returns.items():
-            if count > 1:
-                self.fail("double_deriv_return", f"withdrawal {withdrawal_id} returned {count}x")
         daraja = self.world.boxes.daraja.world
-        payouts = Counter(p.originator_conversation_id for p in daraja.payouts)
-        for originator, count in payouts.items():
-            if count > 1:
+        for payout in self._new("payouts", daraja.payouts):
+            originator = payout.originator_conversation_id
+            if (count := self._once("payout", originator)) > 1:
                 self.fail("double_b2c_payout", f"{count} payouts for {originator}")
-        receipts = Counter(c.receipt for c in daraja.collections)
-        for receipt, count in receipts.items():
-            if count > 1:
-                self.fail("double_collection", f"receipt {receipt} collected {count} times")
+        for collection in self._new("collections", daraja.collections):
+            if (count := self._once("collection", collection.receipt)) > 1:
+                self.fail("double_collection",
+                          f"receipt {collection.receipt} collected {count} times")
 
     # ----------------------------------------------------------------- final
 

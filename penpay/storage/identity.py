@@ -162,18 +162,24 @@ class MemoryUserStore:
         self.users: dict[uuid.UUID, User] = {}
         self.tokens: dict[bytes, RefreshToken] = {}
         self.devices: dict[tuple[uuid.UUID, str], datetime] = {}
+        # Secondary indexes, as the database has them: a simulation with
+        # thousands of users must not scan them all on every login.
+        self._by_email: dict[str, uuid.UUID] = {}
+        self._tokens_by_user: dict[uuid.UUID, list[bytes]] = {}
 
     async def create_user(self, user: User) -> None:
-        if any(u.email.lower() == user.email.lower() for u in self.users.values()):
+        email = user.email.lower()
+        if email in self._by_email:
             raise EmailTaken(user.email)
         self.users[user.id] = user
+        self._by_email[email] = user.id
 
     async def get_user(self, user_id: uuid.UUID) -> User | None:
         return self.users.get(user_id)
 
     async def find_by_email(self, email: str) -> User | None:
-        wanted = email.lower()
-        return next((u for u in self.users.values() if u.email.lower() == wanted), None)
+        user_id = self._by_email.get(email.lower())
+        return None if user_id is None else self.users[user_id]
 
     async def find_by_phone_index(self, blind_index: bytes) -> list[User]:
         return [u for u in self.users.values() if u.phone_blind_index == blind_index]
@@ -219,7 +225,15 @@ class MemoryUserStore:
         )
 
     def _live_devices(self, user_id: uuid.UUID, now: datetime) -> set[str]:
-        return {t.device_id for t in self.tokens.values() if t.user_id == user_id and t.live(now)}
+        return {t.device_id for t in self._user_tokens(user_id) if t.live(now)}
+
+    def _user_tokens(self, user_id: uuid.UUID) -> list[RefreshToken]:
+        return [self.tokens[h] for h in self._tokens_by_user.get(user_id, ())]
+
+    def _store_token(self, token: RefreshToken) -> None:
+        if token.token_hash not in self.tokens:
+            self._tokens_by_user.setdefault(token.user_id, []).append(token.token_hash)
+        self.tokens[token.token_hash] = token
 
     async def start_session(self, token: RefreshToken, *, devices_max: int, now: datetime) -> bool:
         others = self._live_devices(token.user_id, now) - {token.device_id}
@@ -227,7 +241,7 @@ class MemoryUserStore:
             return False
         await self.revoke_device(token.user_id, token.device_id, now)
         self.devices[(token.user_id, token.device_id)] = now
-        self.tokens[token.token_hash] = token
+        self._store_token(token)
         return True
 
     async def find_refresh(self, token_hash: bytes) -> RefreshToken | None:
@@ -252,26 +266,33 @@ class MemoryUserStore:
             created_at=now,
             expires_at=expires_at,
         )
-        self.tokens[child_hash] = child
+        self._store_token(child)
         self.devices[(old.user_id, old.device_id)] = now
         return RotateOutcome("rotated", child)
 
-    def _revoke_where(self, now: datetime, match: Callable[[RefreshToken], bool]) -> int:
+    def _revoke_where(
+        self, now: datetime, candidates: list[RefreshToken],
+        match: Callable[[RefreshToken], bool],
+    ) -> int:
         count = 0
-        for key, token in list(self.tokens.items()):
+        for token in candidates:
             if token.revoked_at is None and match(token):
-                self.tokens[key] = msgspec.structs.replace(token, revoked_at=now)
+                self.tokens[token.token_hash] = msgspec.structs.replace(token, revoked_at=now)
                 count += 1
         return count
 
     async def revoke_family(self, family_id: uuid.UUID, now: datetime) -> int:
-        return self._revoke_where(now, lambda t: t.family_id == family_id)
+        return self._revoke_where(
+            now, list(self.tokens.values()), lambda t: t.family_id == family_id
+        )
 
     async def revoke_device(self, user_id: uuid.UUID, device_id: str, now: datetime) -> int:
-        return self._revoke_where(now, lambda t: t.user_id == user_id and t.device_id == device_id)
+        return self._revoke_where(
+            now, self._user_tokens(user_id), lambda t: t.device_id == device_id
+        )
 
     async def revoke_user(self, user_id: uuid.UUID, now: datetime) -> int:
-        return self._revoke_where(now, lambda t: t.user_id == user_id)
+        return self._revoke_where(now, self._user_tokens(user_id), lambda t: True)
 
     async def count_live_devices(self, user_id: uuid.UUID, now: datetime) -> int:
         return len(self._live_devices(user_id, now))

@@ -118,15 +118,26 @@ class PgTransactionIndex:
 class MemoryTransactionIndex:
     def __init__(self) -> None:
         self.rows: dict[uuid.UUID, TransactionRow] = {}
+        # The database's unique (user_id, idempotency_key) and its user_id index:
+        # per-user questions stay cheap however many users a simulation has.
+        self._by_key: dict[tuple[uuid.UUID, str], uuid.UUID] = {}
+        self._by_user: dict[uuid.UUID, list[uuid.UUID]] = {}
 
     async def reserve(self, row: TransactionRow) -> TransactionRow:
-        for existing in self.rows.values():
-            if existing.user_id == row.user_id and existing.idempotency_key == row.idempotency_key:
-                return existing
+        existing = self._by_key.get((row.user_id, row.idempotency_key))
+        if existing is not None:
+            return self.rows[existing]
         if row.id in self.rows:
             raise ValueError(f"transaction {row.id} exists")
         self.rows[row.id] = row
+        self._by_key[(row.user_id, row.idempotency_key)] = row.id
+        self._by_user.setdefault(row.user_id, []).append(row.id)
         return row
+
+    def _candidates(self, user_id: uuid.UUID | None) -> list[TransactionRow]:
+        if user_id is None:
+            return list(self.rows.values())
+        return [self.rows[i] for i in self._by_user.get(user_id, ())]
 
     async def update(
         self, transaction_id: uuid.UUID, status: str, view: dict[str, Any], at: datetime
@@ -150,9 +161,8 @@ class MemoryTransactionIndex:
         before: tuple[datetime, uuid.UUID] | None = None,
     ) -> list[TransactionRow]:
         rows = [
-            r for r in self.rows.values()
-            if (user_id is None or r.user_id == user_id)
-            and (type is None or r.type == type)
+            r for r in self._candidates(user_id)
+            if (type is None or r.type == type)
             and (status is None or r.status == status)
             and (before is None or (r.created_at, r.id) < before)
         ]
@@ -161,8 +171,8 @@ class MemoryTransactionIndex:
 
     async def used_usd_cents(self, user_id: uuid.UUID, type: str, since: datetime) -> int:
         return sum(
-            r.usd_cents for r in self.rows.values()
-            if r.user_id == user_id and r.type == type and r.created_at >= since
+            r.usd_cents for r in self._candidates(user_id)
+            if r.type == type and r.created_at >= since
             and r.status not in NOT_COUNTED
         )
 

@@ -135,6 +135,10 @@ class InMemoryTransferStore:
         """Every row in commit order (for test assertions)."""
         return list(self._rows)
 
+    def transfers_after(self, count: int) -> list[Transfer]:
+        """The rows committed after the first ``count`` (for checkers that follow along)."""
+        return self._rows[count:]
+
     async def _wait(self) -> None:
         if self.latency_s:
             await trio.sleep(self.latency_s)
