@@ -518,7 +518,11 @@ def _decide_refund_result(
         return []  # status query had no answer yet; the b2c deadline asks again
     if event.result_code == "0":
         return [Refunded(now_ms, event.receipt)]
-    if event.from_status_query and state.refund_conversation_id is None:
+    if event.from_status_query and not event.payout_failed and (
+        state.refund_conversation_id is not None
+    ):
+        return []  # M-Pesa took the refund but cannot show it yet: ask again, then review
+    if event.from_status_query and not event.payout_failed:
         # M-Pesa knows no such payout: the request never reached it. Sending it again
         # with the same OriginatorConversationID is safe (Daraja refuses duplicates).
         if state.refund_queries >= timings.b2c_queries_max:

@@ -50,6 +50,19 @@ class CallbackUrls(msgspec.Struct, frozen=True):
     def b2c_timeout(self, token: str) -> str:
         return f"{self.base}/api/v1/callbacks/mpesa/b2c/timeout/{token}"
 
+    # A Transaction Status answer comes to the same routes, marked by the URL
+    # PenPay gave: a failed *query* must never read as a failed *payout*.
+
+    def b2c_status_result(self, token: str) -> str:
+        return f"{self.b2c_result(token)}?{STATUS_QUERY_MARK}"
+
+    def b2c_status_timeout(self, token: str) -> str:
+        return f"{self.b2c_timeout(token)}?{STATUS_QUERY_MARK}"
+
+
+#: The query string on the callback URLs of a Transaction Status request.
+STATUS_QUERY_MARK = "query=status"
+
 
 STK_DESCRIPTION = "PenPay"
 
@@ -126,8 +139,8 @@ class MpesaGateway(GatewayActor):
         try:
             await self.client.transaction_status(
                 originator_conversation_id=originator,
-                result_url=self.urls.b2c_result(token),
-                timeout_url=self.urls.b2c_timeout(token),
+                result_url=self.urls.b2c_status_result(token),
+                timeout_url=self.urls.b2c_status_timeout(token),
             )
         except daraja.DarajaError as exc:
             log.info("transaction status for %s not sent: %s", originator, exc)

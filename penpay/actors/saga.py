@@ -253,7 +253,15 @@ class B2CUnknown(Input, frozen=True, tag="b2c_unknown"):
 
 
 class B2CResult(Input, frozen=True, tag="b2c_result"):
-    """A B2C result or Transaction Status answer; ``result_code`` None = no answer yet."""
+    """A B2C result or a Transaction Status answer about the payout.
+
+    ``result_code`` "0": the payout completed; None: no answer yet (the query
+    is pending, failed, or timed out). Any other code from the payout's own
+    result is its failure. From a status query (``from_status_query``) it is
+    only a failure when ``payout_failed`` says M-Pesa reports the payout as
+    failed; otherwise M-Pesa holds no such payout, or not yet: a query is no
+    proof that a request still travelling will not be paid.
+    """
 
     originator_conversation_id: str
     result_code: str | None
@@ -262,6 +270,7 @@ class B2CResult(Input, frozen=True, tag="b2c_result"):
     amount_kes_cents: int | None = None
     #: True when this answers a Transaction Status query rather than the payout itself.
     from_status_query: bool = False
+    payout_failed: bool = False
 
 
 class Deadline(Input, frozen=True, tag="deadline"):

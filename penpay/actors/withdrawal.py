@@ -487,7 +487,11 @@ def _decide_payout_result(
         return []  # status query had no answer yet; the b2c deadline asks again
     if event.result_code == "0":
         return [Completed(now_ms, event.receipt)]
-    if event.from_status_query and state.payout_conversation_id is None:
+    if event.from_status_query and not event.payout_failed:
+        if state.payout_conversation_id is not None:
+            # M-Pesa took the request but cannot show it yet: it may still pay, so
+            # nothing goes back to Deriv; the b2c deadline asks again, then review.
+            return []
         # M-Pesa knows no such payout: the request never reached it. Sending it again
         # with the same OriginatorConversationID is safe (Daraja refuses duplicates).
         if state.payout_queries >= timings.b2c_queries_max:

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from penpay.actors import daraja
 from penpay.actors.callbacks import CallbackTokens
+from penpay.actors.mpesa import STATUS_QUERY_MARK
 from penpay.actors.saga import B2CResult, B2CUnknown, Input, StkCallback
 from penpay.engine import ActorSystem, EngineError
 from penpay.http.problems import Problem
@@ -134,19 +135,36 @@ async def stk_callback(request: Request) -> Response:
     return _ACK
 
 
-def _b2c_input(body: bytes) -> B2CResult:
+#: Transaction Status values that say a payout failed for good.
+PAYOUT_FAILED_STATUSES = frozenset({"failed", "declined", "cancelled", "expired"})
+
+
+def _is_status_answer(request: Request) -> bool:
+    return request.url.query == STATUS_QUERY_MARK
+
+
+def _status_input(body: bytes) -> B2CResult:
+    """A Transaction Status answer about our payout, in the saga's terms."""
+    status = daraja.parse_transaction_status_result(body)
+    result = status.result
+    if not result.succeeded:  # e.g. 2032: M-Pesa holds no such payout, or not yet
+        return B2CResult("", result.result_code or "1", result.result_desc,
+                         from_status_query=True)
+    state = (status.status or "").lower()
+    if state == "completed":
+        return B2CResult("", "0", result.result_desc, receipt=status.receipt,
+                         amount_kes_cents=status.amount_cents, from_status_query=True)
+    if state in PAYOUT_FAILED_STATUSES:
+        return B2CResult("", f"status {status.status}", result.result_desc,
+                         from_status_query=True, payout_failed=True)
+    return B2CResult("", None, f"payout is {status.status!r}", from_status_query=True)
+
+
+def _b2c_input(body: bytes, *, status_answer: bool) -> B2CResult:
     result = daraja.parse_result(body)
-    if result.get("TransactionStatus") is not None or result.get("ReceiptNo") is not None:
-        status = daraja.parse_transaction_status_result(body)
-        completed = result.succeeded and (status.status or "").lower() == "completed"
-        return B2CResult(
-            originator_conversation_id="",  # the token names the transaction; see B2CCallback
-            result_code="0" if completed else result.result_code or "1",
-            result_desc=result.result_desc,
-            receipt=status.receipt,
-            amount_kes_cents=status.amount_cents,
-            from_status_query=True,
-        )
+    if status_answer or result.get("TransactionStatus") is not None:
+        # A URL without the mark: a status query sent before the mark existed.
+        return _status_input(body)
     payout = daraja.parse_b2c_result(body)
     return B2CResult(
         originator_conversation_id="",
@@ -163,7 +181,7 @@ async def b2c_result_callback(request: Request) -> Response:
         return accepted
     deps, kind, transaction_id, body = accepted
     try:
-        message = _b2c_input(body)
+        message = _b2c_input(body, status_answer=_is_status_answer(request))
     except daraja.DarajaProtocolError as exc:
         log.warning("unreadable B2C result for %s kept raw: %s", transaction_id, exc)
         return _ACK
@@ -176,7 +194,12 @@ async def b2c_timeout_callback(request: Request) -> Response:
     if isinstance(accepted, Response):
         return accepted
     deps, kind, transaction_id, _ = accepted
-    await _deliver(deps, kind, transaction_id, B2CUnknown("", "M-Pesa queue time-out"))
+    message: Input
+    if _is_status_answer(request):  # the query timed out, not the payout
+        message = B2CResult("", None, "status query timed out", from_status_query=True)
+    else:
+        message = B2CUnknown("", "M-Pesa queue time-out")
+    await _deliver(deps, kind, transaction_id, message)
     return _ACK
 
 

@@ -304,12 +304,37 @@ def test_a_payout_m_pesa_never_saw_is_resent_with_the_same_originator() -> None:
     assert flow.state.status is Status.COMPLETED
 
 
-def test_a_status_query_reporting_a_failure_returns_the_usd() -> None:
+def test_a_status_query_reporting_a_failed_payout_returns_the_usd() -> None:
     flow = withdrawn_flow()
     flow.feed(B2CAccepted(ORIGINATOR, "AG_1"), Deadline("b2c"))
-    flow.feed(B2CResult(ORIGINATOR, "1", "insufficient balance", from_status_query=True))
+    flow.feed(B2CResult(ORIGINATOR, "status Failed", "", from_status_query=True,
+                        payout_failed=True))
     assert flow.state.status is Status.REVERSING
     assert len(flow.returns()) == 1
+
+
+def test_a_status_query_that_cannot_find_an_accepted_payout_returns_nothing() -> None:
+    """M-Pesa took the request: it may still pay, so the USD must not go back."""
+    flow = withdrawn_flow()
+    flow.feed(B2CAccepted(ORIGINATOR, "AG_1"), Deadline("b2c"))
+    flow.feed(B2CResult(ORIGINATOR, "2032", "does not exist", from_status_query=True))
+    assert flow.state.status is Status.AWAITING_MPESA_DISBURSEMENT
+    assert flow.returns() == []
+    flow.feed(B2CResult(ORIGINATOR, "0", "ok", "R", KES))  # the payout's own result, late
+    assert flow.state.status is Status.COMPLETED
+
+
+def test_a_status_answer_overtaking_a_slow_payout_resends_it_and_never_returns() -> None:
+    """The payout request is slow to reach M-Pesa; the status query outruns it."""
+    flow = withdrawn_flow()
+    flow.feed(Deadline("b2c"))  # no answer to the payout yet
+    flow.feed(B2CResult(ORIGINATOR, "2032", "does not exist", from_status_query=True))
+    flow.feed(B2CRejected(ORIGINATOR, w.DUPLICATE_ORIGINATOR, "duplicate"))
+    flow.feed(B2CResult(ORIGINATOR, "0", "ok", "R", KES))
+    assert flow.state.status is Status.COMPLETED
+    assert flow.returns() == []
+    payouts = [c for c in flow.commands if isinstance(c, PayB2C)]
+    assert len(payouts) == 2 and payouts[0] == payouts[1]  # same originator: paid once
 
 
 def test_an_unknown_payout_after_every_query_needs_review_with_the_kes_in_suspense() -> None:
