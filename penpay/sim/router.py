@@ -10,9 +10,12 @@ real client experiences a server dying under its request.
 
 from __future__ import annotations
 
+import http.cookiejar
+import urllib.request
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import httpx
 import trio
 from starlette.applications import Starlette
 
@@ -20,6 +23,24 @@ from penpay.sim.trace import Trace
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """Neither PenPay nor the sandboxes set cookies: don't parse every response for them."""
+
+    def extract_cookies(self, response: Any, request: urllib.request.Request) -> None:
+        return None
+
+
+def in_process_client(
+    app: Callable[..., Awaitable[None]], *, client: tuple[str, int] | None = None,
+    base_url: str = "",
+) -> httpx.AsyncClient:
+    """An HTTP client whose requests go straight into ``app`` (no sockets)."""
+    transport = httpx.ASGITransport(
+        app, client=client or ("127.0.0.1", 123), raise_app_exceptions=False
+    )
+    return httpx.AsyncClient(transport=transport, base_url=base_url, cookies=_NoCookies())
 
 
 class AppRouter:

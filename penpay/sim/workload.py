@@ -18,7 +18,7 @@ import httpx
 import trio
 
 from penpay.sandbox.daraja import Behaviour
-from penpay.sim.router import AppRouter
+from penpay.sim.router import AppRouter, in_process_client
 from penpay.sim.trace import Trace
 from penpay.sim.world import OPERATOR_EMAIL, OPERATOR_PASSWORD, PENPAY_URL, SimWorld
 
@@ -65,12 +65,7 @@ class Client:
     """One HTTP client with its own address; traces every answer."""
 
     def __init__(self, router: AppRouter, ip: str, name: str, trace: Trace, stats: Stats) -> None:
-        self.http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(
-                router, client=(ip, 40000), raise_app_exceptions=False
-            ),
-            base_url=API,
-        )
+        self.http = in_process_client(router, client=(ip, 40000), base_url=API)
         self.name, self.trace, self.stats = name, trace, stats
         self.headers: dict[str, str] = {}
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import argon2
-import httpx
 import trio
 
 from penpay.actors.callbacks import CallbackTokens
@@ -55,7 +54,7 @@ from penpay.sandbox.daraja import Credentials, DarajaSandbox, DarajaSandboxConfi
 from penpay.sandbox.deriv import DerivWorld, InProcessDerivSandbox, PaymentAgentTerms
 from penpay.server import DERIV_COMMANDS, resume_unfinished
 from penpay.sim.chaos import Chaos
-from penpay.sim.router import AppRouter
+from penpay.sim.router import AppRouter, in_process_client
 from penpay.sim.trace import Trace
 from penpay.storage.audit import MemoryAuditLog
 from penpay.storage.idempotency_keys import MemoryIdempotencyStore
@@ -183,10 +182,7 @@ async def assemble_sim(
         currency=Currency.KES,
     )
 
-    to_daraja = httpx.AsyncClient(
-        transport=httpx.ASGITransport(boxes.daraja.app, raise_app_exceptions=False),
-        base_url=DARAJA_URL,
-    )
+    to_daraja = in_process_client(boxes.daraja.app, base_url=DARAJA_URL)
     client = DarajaClient(
         to_daraja,
         DarajaClientConfig(
@@ -260,11 +256,7 @@ async def assemble_sim(
 
 def make_sandboxes(seed: int, router: AppRouter, wall: Clock) -> Sandboxes:
     """The providers, with RNGs of their own drawn from the seed."""
-    callback_http = httpx.AsyncClient(
-        transport=httpx.ASGITransport(
-            router, client=SAFARICOM, raise_app_exceptions=False
-        )
-    )
+    callback_http = in_process_client(router, client=SAFARICOM)
     daraja = DarajaSandbox(
         DarajaSandboxConfig(
             credentials=(Credentials(DARAJA_KEY, DARAJA_SECRET),),

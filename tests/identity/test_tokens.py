@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from penpay.engine.clock import Clock, Entropy
+from penpay.http.auth import tokens
 from penpay.http.auth.tokens import (
     InvalidToken,
     KeySet,
@@ -50,6 +51,17 @@ async def test_expired_by_the_injected_clock(authority: TokenAuthority, clock: C
     clock.skew(2)
     with pytest.raises(InvalidToken, match="expired"):
         authority.verify(token)
+
+
+async def test_remembered_verifications_are_bounded(
+    authority: TokenAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tokens, "VERIFIED_CACHE_SIZE", 2)
+    issued = [authority.issue(subject=f"u{n}", role="user") for n in range(3)]
+    for token in issued:
+        authority.verify(token)
+    assert list(authority._checked) == issued[1:]  # the oldest was forgotten
+    assert authority.verify(issued[0]).sub == "u0"  # and is simply checked again
 
 
 async def test_not_yet_valid(authority: TokenAuthority, clock: Clock) -> None:

@@ -158,6 +158,10 @@ def load_keyset(data_dir: Path, environ: Mapping[str, str] | None = None) -> Key
     return KeySet(signing, extra)
 
 
+#: Verified tokens remembered; about one per active session.
+VERIFIED_CACHE_SIZE = 10_000
+
+
 class TokenAuthority:
     """Issues and verifies access tokens with one :class:`KeySet`."""
 
@@ -179,6 +183,8 @@ class TokenAuthority:
         self.audience = audience
         self.ttl_s = ttl_s
         self.leeway_s = leeway_s
+        #: Tokens whose signature and claims passed, oldest first (insertion order).
+        self._checked: dict[str, tuple[AccessClaims, int]] = {}
 
     def issue(self, *, subject: str, role: str) -> str:
         now_s = int(self._clock.now().timestamp())
@@ -200,7 +206,27 @@ class TokenAuthority:
         )
 
     def verify(self, token: str) -> AccessClaims:
-        """The claims of a valid token; raises :class:`InvalidToken` otherwise."""
+        """The claims of a valid token; raises :class:`InvalidToken` otherwise.
+
+        A client sends the same token with every request for its 15 minutes,
+        so the signature and claim checks (the costly part) are remembered per
+        token; the time checks run against PenPay's clock on every call.
+        """
+        checked = self._checked.get(token)
+        if checked is None:
+            checked = self._check_signature_and_claims(token)
+            if len(self._checked) >= VERIFIED_CACHE_SIZE:
+                del self._checked[next(iter(self._checked))]  # the oldest entry
+            self._checked[token] = checked
+        verified, nbf = checked
+        now_s = self._clock.now().timestamp()
+        if now_s >= verified.exp + self.leeway_s:
+            raise InvalidToken("expired")
+        if now_s + self.leeway_s < nbf or now_s + self.leeway_s < verified.iat:
+            raise InvalidToken("not yet valid")
+        return verified
+
+    def _check_signature_and_claims(self, token: str) -> tuple[AccessClaims, int]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -238,9 +264,4 @@ class TokenAuthority:
             nbf = int(claims["nbf"])
         except (msgspec.ValidationError, TypeError, ValueError):
             raise InvalidToken("claims have the wrong types") from None
-        now_s = self._clock.now().timestamp()
-        if now_s >= verified.exp + self.leeway_s:
-            raise InvalidToken("expired")
-        if now_s + self.leeway_s < nbf or now_s + self.leeway_s < verified.iat:
-            raise InvalidToken("not yet valid")
-        return verified
+        return verified, nbf
