@@ -10,8 +10,6 @@ real client experiences a server dying under its request.
 
 from __future__ import annotations
 
-import http.cookiejar
-import urllib.request
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -25,11 +23,24 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 
 
-class _NoCookies(http.cookiejar.CookieJar):
+class _NoCookies(httpx.Cookies):
     """Neither PenPay nor the sandboxes set cookies: don't parse every response for them."""
 
-    def extract_cookies(self, response: Any, request: urllib.request.Request) -> None:
+    def extract_cookies(self, response: httpx.Response) -> None:
         return None
+
+
+class _CookielessClient(httpx.AsyncClient):
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise TypeError("this client keeps no cookies")
+
+
+_NO_COOKIES = _NoCookies()
 
 
 def in_process_client(
@@ -40,7 +51,7 @@ def in_process_client(
     transport = httpx.ASGITransport(
         app, client=client or ("127.0.0.1", 123), raise_app_exceptions=False
     )
-    return httpx.AsyncClient(transport=transport, base_url=base_url, cookies=_NoCookies())
+    return _CookielessClient(transport=transport, base_url=base_url)
 
 
 class AppRouter:

@@ -63,7 +63,7 @@ def test_daraja_errors_keep_every_invariant() -> None:
 
 @pytest.mark.parametrize("seed", range(1, 21))
 def test_many_seeds_with_every_fault_together(seed: int) -> None:
-    result = run_simulation(seed, 100)  # all fault kinds, strict: no tolerated findings
+    result = run_simulation(seed, 500)  # all fault kinds, strict: no tolerated findings
     assert result.ok, "\n".join(map(str, result.violations)) + "\n" + result.replay_command()
 
 
