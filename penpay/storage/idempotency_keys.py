@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -140,6 +140,18 @@ class MemoryIdempotencyStore:
         return min(len(doomed), REAP_BATCH_ROWS)
 
 
+_CLAIM_NEW = (
+    "INSERT INTO idempotency_keys (principal_id, idem_key, request_method, route, "
+    "fingerprint, locked_until, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+    "ON CONFLICT (principal_id, idem_key) DO NOTHING RETURNING true"
+)
+
+
+def _claim_args(request: IdempotencyRequest, lease: datetime, now: datetime) -> tuple[Any, ...]:
+    return (request.principal_id, request.key, request.method, request.route,
+            request.fingerprint, lease, now)
+
+
 class PgIdempotencyStore:
     """:class:`IdempotencyStore` on PostgreSQL (``migrations/0210_idempotency.sql``)."""
 
@@ -148,15 +160,13 @@ class PgIdempotencyStore:
 
     async def claim(self, request: IdempotencyRequest, *, now: datetime, lease_s: float) -> Claim:
         lease = now + timedelta(seconds=lease_s)
+        # The usual case, a new key, is one autocommitted statement: one round
+        # trip and one commit on the request's path instead of four.
+        if await self._db.fetchval(_CLAIM_NEW, *_claim_args(request, lease, now)):
+            return Claim("claimed")
         async with self._db.transaction() as conn:
-            inserted = await conn.fetchval(
-                "INSERT INTO idempotency_keys (principal_id, idem_key, request_method, route, "
-                "fingerprint, locked_until, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-                "ON CONFLICT (principal_id, idem_key) DO NOTHING RETURNING true",
-                request.principal_id, request.key, request.method, request.route,
-                request.fingerprint, lease, now,
-            )  # fmt: skip
-            if inserted:
+            inserted = await conn.fetchval(_CLAIM_NEW, *_claim_args(request, lease, now))
+            if inserted:  # reaped since the first attempt
                 return Claim("claimed")
             row = await conn.fetchrow(
                 "SELECT request_method, route, fingerprint, locked_until, response_status, "
