@@ -11,15 +11,14 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-import trio
+import pytest
 from trio.testing import MockClock
 
-from penpay.actors.deriv import DerivGateway
 from penpay.actors.deriv_actor import STATEMENT_CLOCK_MARGIN_S, DerivGatewayActor
-from penpay.actors.saga import DerivLookup, FindDerivTransfer
-from penpay.sandbox.deriv import DerivWorld, InProcessDerivSandbox, PaymentAgentTerms
+from penpay.actors.saga import DerivLookup, FindDerivTransfer, Input
+from penpay.sandbox.deriv import DerivWorld, PaymentAgentTerms
 
-from .conftest import AGENT, AGENT_TOKEN, FAST, JANE, JANE_TOKEN
+from .conftest import AGENT, AGENT_TOKEN, JANE, JANE_TOKEN, Rig
 
 OLD_ROWS = 2_100  # more than the lookup's 20 pages of 100
 
@@ -51,27 +50,31 @@ def busy_agent(clock: WallClock) -> DerivWorld:
     return world
 
 
-async def lookups(
-    world: DerivWorld, clock: WallClock, commands: list[FindDerivTransfer]
-) -> list[DerivLookup | None]:
-    async with trio.open_nursery() as nursery:
-        sandbox = InProcessDerivSandbox(world)
-        await nursery.start(sandbox.run)
-        gateway = DerivGateway(sandbox.connect, AGENT_TOKEN, rng=random.Random(1), config=FAST)
-        await nursery.start(gateway.run)
-        await gateway.wait_connected()
+@pytest.fixture
+def clock() -> WallClock:
+    return WallClock()
 
-        async def no_token(user_id: str) -> str | None:
-            return None
 
-        actor = DerivGatewayActor(gateway, AGENT, no_token)
-        answers = []
-        for command in commands:
-            answer = await actor.call(command, "user")
-            assert answer is None or isinstance(answer, DerivLookup)
-            answers.append(answer)
-        nursery.cancel_scope.cancel()
-    return answers
+@pytest.fixture
+def world(clock: WallClock) -> DerivWorld:
+    """Overrides conftest's world: the rig's gateway connects to this busy agent."""
+    return busy_agent(clock)
+
+
+def transfer(world: DerivWorld, description: str) -> int:
+    world.paymentagent_transfer(
+        AGENT, transfer_to=JANE, amount_cents=2_500, currency="USD", dry_run=False,
+        description=description,
+    )
+    return world.moves[-1].transaction_id
+
+
+async def lookups(rig: Rig, commands: list[FindDerivTransfer]) -> list[Input | None]:
+    async def no_token(user_id: str) -> str | None:
+        return None
+
+    actor = DerivGatewayActor(rig.gateway, AGENT, no_token)
+    return [await actor.call(command, "user") for command in commands]
 
 
 def ms(moment: datetime) -> int:
@@ -79,20 +82,14 @@ def ms(moment: datetime) -> int:
 
 
 async def test_an_absent_transfer_is_declared_absent_past_thousands_of_older_rows(
-    autojump_clock: MockClock,
+    autojump_clock: MockClock, rig: Rig, clock: WallClock
 ) -> None:
-    clock = WallClock()
-    world = busy_agent(clock)
     clock.now += timedelta(days=1)
     created = clock.now
     clock.now += timedelta(minutes=3)
-    world.paymentagent_transfer(
-        AGENT, transfer_to=JANE, amount_cents=2_500, currency="USD", dry_run=False,
-        description="PenPay deposit found attempt 1",
-    )
-    found_id = world.moves[-1].transaction_id
+    found_id = transfer(rig.world, "PenPay deposit found attempt 1")
 
-    absent, found, unbounded = await lookups(world, clock, [
+    absent, found, unbounded = await lookups(rig, [
         FindDerivTransfer("PenPay deposit lost attempt 1", ms(created)),
         FindDerivTransfer("PenPay deposit found attempt 1", ms(created)),
         FindDerivTransfer("PenPay deposit lost attempt 1"),
@@ -105,20 +102,15 @@ async def test_an_absent_transfer_is_declared_absent_past_thousands_of_older_row
 
 
 async def test_the_clock_margin_finds_a_transfer_stamped_before_our_creation_time(
-    autojump_clock: MockClock,
+    autojump_clock: MockClock, rig: Rig, clock: WallClock
 ) -> None:
     """Deriv's clock may run behind ours: its row can carry an earlier time."""
-    clock = WallClock()
-    world = busy_agent(clock)
     clock.now += timedelta(days=1)
-    world.paymentagent_transfer(
-        AGENT, transfer_to=JANE, amount_cents=2_500, currency="USD", dry_run=False,
-        description="PenPay deposit early attempt 1",
-    )
+    early_id = transfer(rig.world, "PenPay deposit early attempt 1")
     ours = clock.now + timedelta(seconds=STATEMENT_CLOCK_MARGIN_S - 60)
 
-    (answer,) = await lookups(world, clock, [
+    (answer,) = await lookups(rig, [
         FindDerivTransfer("PenPay deposit early attempt 1", ms(ours)),
     ])
 
-    assert answer == DerivLookup("PenPay deposit early attempt 1", world.moves[-1].transaction_id)
+    assert answer == DerivLookup("PenPay deposit early attempt 1", early_id)
