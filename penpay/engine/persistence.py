@@ -170,6 +170,9 @@ class EventCodec:
     ) -> None:
         self._by_tag: dict[str, type[msgspec.Struct]] = {}
         self._tag_of: dict[type[msgspec.Struct], str] = {}
+        # (tag, version) per class, looked up once per encode: every persisted
+        # event goes through encode(), so it avoids the getattr each time.
+        self._meta: dict[type[msgspec.Struct], tuple[str, int]] = {}
         for cls in event_types:
             tag = cls.__struct_config__.tag
             if not isinstance(tag, str):
@@ -178,6 +181,7 @@ class EventCodec:
                 raise TypeError(f"event tag {tag!r} is used twice")
             self._by_tag[tag] = cls
             self._tag_of[cls] = tag
+            self._meta[cls] = (tag, self.version_of(cls))
         self._upcasters = dict(upcasters or {})
         self._encoder = msgspec.msgpack.Encoder()
         self._decoders = {cls: msgspec.msgpack.Decoder(cls) for cls in event_types}
@@ -187,12 +191,10 @@ class EventCodec:
         return int(getattr(cls, "version", 1))
 
     def encode(self, event: msgspec.Struct) -> EventRecord:
-        cls = type(event)
-        tag = self._tag_of.get(cls)
-        if tag is None:
-            raise TypeError(f"{cls.__name__} is not registered with this codec")
-        payload = self._encoder.encode(event)
-        return EventRecord(type=tag, version=self.version_of(cls), payload=payload)
+        meta = self._meta.get(type(event))
+        if meta is None:
+            raise TypeError(f"{type(event).__name__} is not registered with this codec")
+        return EventRecord(meta[0], meta[1], self._encoder.encode(event))
 
     def decode(self, stored: StoredEvent) -> Any:
         cls = self._by_tag.get(stored.type)
