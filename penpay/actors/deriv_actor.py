@@ -30,10 +30,12 @@ from penpay.actors.saga import (
 
 log = logging.getLogger("penpay.deriv")
 
-#: How far before a transaction's creation its statement lookup starts reading:
-#: room for PenPay's and Deriv's clocks to disagree. Without a floor, a lookup
-#: for a transfer that never happened would have to read the whole statement
-#: of a busy agent (and give up at the page limit, never able to say "absent").
+#: How far before a transaction's creation its statement lookup starts reading.
+#: The creation time is moved onto Deriv's clock (asked with ``time`` at each
+#: lookup), so this only has to cover our own clock being stepped between the
+#: creation and the lookup. Without a floor, a lookup for a transfer that never
+#: happened would read the whole statement of a busy agent (and give up at the
+#: page limit, never able to say "absent").
 STATEMENT_CLOCK_MARGIN_S = 600
 
 #: How a user's Deriv API token is found (it is stored encrypted with the user).
@@ -104,12 +106,12 @@ class DerivGatewayActor(GatewayActor):
     async def _find(self, reference: str, note: str, since_ms: int) -> Input | None:
         """Look for our reference in the agent's statement; None: no answer this time.
 
-        Only rows from ``since_ms`` (less the clock margin) on are read: the
-        transfer cannot be older than the transaction that made it.
+        Only rows from ``since_ms`` (our clock; less the margin) on are read:
+        the transfer cannot be older than the transaction that made it.
         """
         size, pages = 100, 20
-        date_from = max(since_ms // 1000 - STATEMENT_CLOCK_MARGIN_S, 0) if since_ms else None
         try:
+            date_from = await self._deriv_time_of(since_ms) if since_ms else None
             for page in range(pages):
                 rows = await self.gateway.statement(
                     limit=size, offset=page * size, date_from=date_from
@@ -128,6 +130,11 @@ class DerivGatewayActor(GatewayActor):
             return None  # the transaction's lookup deadline asks again
         log.warning("statement lookup for %r reached its page limit", reference)
         return None
+
+    async def _deriv_time_of(self, since_ms: int) -> int:
+        """``since_ms`` on Deriv's clock, less the margin: where a lookup starts."""
+        offset_s = await self.gateway.server_time() - self.clock.now_ms() // 1000
+        return max(since_ms // 1000 + offset_s - STATEMENT_CLOCK_MARGIN_S, 0)
 
     def unknown(self, command: Command, reason: str) -> Input | None:
         match command:

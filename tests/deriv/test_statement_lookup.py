@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from trio.testing import MockClock
 
 from penpay.actors.deriv_actor import STATEMENT_CLOCK_MARGIN_S, DerivGatewayActor
 from penpay.actors.saga import DerivLookup, FindDerivTransfer, Input
+from penpay.engine import ActorSystem, Clock
 from penpay.sandbox.deriv import DerivWorld, PaymentAgentTerms
 
 from .conftest import AGENT, AGENT_TOKEN, JANE, JANE_TOKEN, Rig
@@ -69,11 +72,16 @@ def transfer(world: DerivWorld, description: str) -> int:
     return world.moves[-1].transaction_id
 
 
-async def lookups(rig: Rig, commands: list[FindDerivTransfer]) -> list[Input | None]:
+async def lookups(
+    rig: Rig, commands: list[FindDerivTransfer], *, ours_ahead: timedelta = timedelta(0)
+) -> list[Input | None]:
+    """Run ``commands`` through the actor, with PenPay's clock ``ours_ahead`` of Deriv's."""
+
     async def no_token(user_id: str) -> str | None:
         return None
 
     actor = DerivGatewayActor(rig.gateway, AGENT, no_token)
+    actor.system = cast(ActorSystem, SimpleNamespace(clock=Clock(rig.world.now() + ours_ahead)))
     return [await actor.call(command, "user") for command in commands]
 
 
@@ -101,10 +109,10 @@ async def test_an_absent_transfer_is_declared_absent_past_thousands_of_older_row
     assert unbounded is None
 
 
-async def test_the_clock_margin_finds_a_transfer_stamped_before_our_creation_time(
+async def test_the_clock_margin_covers_our_clock_stepped_back_since_the_creation(
     autojump_clock: MockClock, rig: Rig, clock: WallClock
 ) -> None:
-    """Deriv's clock may run behind ours: its row can carry an earlier time."""
+    """Our clock ran ahead when the transaction was created, and NTP has fixed it since."""
     clock.now += timedelta(days=1)
     early_id = transfer(rig.world, "PenPay deposit early attempt 1")
     ours = clock.now + timedelta(seconds=STATEMENT_CLOCK_MARGIN_S - 60)
@@ -114,3 +122,22 @@ async def test_the_clock_margin_finds_a_transfer_stamped_before_our_creation_tim
     ])
 
     assert answer == DerivLookup("PenPay deposit early attempt 1", early_id)
+
+
+@pytest.mark.parametrize("ours_ahead", [timedelta(days=300), timedelta(days=-300)])
+async def test_clocks_months_apart_change_no_verdict(
+    autojump_clock: MockClock, rig: Rig, clock: WallClock, ours_ahead: timedelta
+) -> None:
+    """The window is moved onto Deriv's clock (``time``), whatever ours says."""
+    clock.now += timedelta(days=1)
+    created = clock.now + ours_ahead  # what our clock read at the creation
+    clock.now += timedelta(minutes=3)
+    found_id = transfer(rig.world, "PenPay deposit found attempt 1")
+
+    absent, found = await lookups(rig, [
+        FindDerivTransfer("PenPay deposit lost attempt 1", ms(created)),
+        FindDerivTransfer("PenPay deposit found attempt 1", ms(created)),
+    ], ours_ahead=ours_ahead)
+
+    assert absent == DerivLookup("PenPay deposit lost attempt 1", None)
+    assert found == DerivLookup("PenPay deposit found attempt 1", found_id)

@@ -330,6 +330,13 @@ class DerivGateway:
         """A round trip on the agent socket (outside the rate budget)."""
         await self._agent_call({"ping": 1}, rate_limited=False)
 
+    async def server_time(self) -> int:
+        """Deriv's clock (Unix seconds): statement times are on it, not on ours."""
+        body = (await self._agent_call({"time": 1}, rate_limited=False))["time"]
+        if type(body) is not int:
+            raise ProtocolViolation(f"time is not an integer: {body!r}")
+        return body
+
     async def balance(self) -> int:
         """The agent balance in cents, asked now (the live value is ``agent_balance_cents``)."""
         body = (await self._agent_call({"balance": 1}))["balance"]

@@ -48,7 +48,11 @@ OUTBOX_MESSAGES_MAX = 1024
 
 RATE_WINDOW_S = 60.0
 MASKED_FIELDS = frozenset({"authorize", "verification_code", "tokens", "new_password"})
-UNAUTHENTICATED = frozenset({"ping", "authorize", "verify_email", "forget", "forget_all"})
+UNAUTHENTICATED = frozenset(
+    {"ping", "time", "authorize", "verify_email", "forget", "forget_all"}
+)
+#: Calls outside the per-minute budget (they have a per-second one of their own).
+UNBUDGETED = frozenset({"ping", "time"})
 REQUIRED_SCOPES: dict[str, tuple[str, ...]] = {
     "balance": ("read", "trading_information"),
     "statement": ("read",),
@@ -85,6 +89,7 @@ class DerivSession:
         self._last_move: MoneyMove | None = None
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "ping": self._ping,
+            "time": self._time,
             "authorize": self._authorize,
             "balance": self._balance,
             "forget": self._forget,
@@ -211,7 +216,7 @@ class DerivSession:
 
     def _admit(self, msg_type: str, request: dict[str, Any]) -> None:
         limit = self.world.rate_limit_per_min
-        if msg_type != "ping" and limit is not None:
+        if msg_type not in UNBUDGETED and limit is not None:
             now = trio.current_time()
             while self._calls and self._calls[0] <= now - RATE_WINDOW_S:
                 self._calls.popleft()
@@ -264,6 +269,9 @@ class DerivSession:
 
     def _ping(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"ping": "pong"}
+
+    def _time(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"time": int(self.world.now().timestamp())}
 
     def _authorize(self, request: dict[str, Any]) -> dict[str, Any]:
         token = self.world.authorize(request["authorize"])

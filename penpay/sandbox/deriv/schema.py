@@ -86,6 +86,7 @@ COMMON: dict[str, Check] = {
 # call -> (fields, required)
 SCHEMAS: dict[str, tuple[dict[str, Check], frozenset[str]]] = {
     "ping": ({"ping": one_of(1)}, frozenset({"ping"})),
+    "time": ({"time": one_of(1)}, frozenset({"time"})),
     "authorize": (
         {"authorize": pattern(r"[\w\-]{1,128}"), "add_to_login_history": FLAG},
         frozenset({"authorize"}),
