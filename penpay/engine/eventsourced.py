@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -40,9 +41,9 @@ class EventSourcedActor(Actor, Generic[S]):
     sequence: int
     _snapshot_sequence: int
 
-    @property
+    @functools.cached_property
     def persistence_id(self) -> str:
-        return f"{self.kind}/{self.key}"
+        return f"{self.kind}/{self.key}"  # an instance never changes key
 
     def initial_state(self) -> S:
         raise NotImplementedError(f"{type(self).__name__}.initial_state")
