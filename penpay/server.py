@@ -93,6 +93,7 @@ from penpay.storage.journal import open_pg_journal
 from penpay.storage.migrations import migrate
 from penpay.storage.outbox import OutboxRelay, redis_from_url
 from penpay.storage.pg import Database
+from penpay.storage.raw_callbacks import PgRawCallbacks
 from penpay.storage.transactions import PgTransactionIndex
 from penpay.storage.transfers import PgTransferStore, open_pg_transfer_store
 
@@ -420,7 +421,8 @@ async def assemble(
         payments=payments, ledger=ledger,
         provider_balances=provider_balances,
         callbacks=CallbackDeps(
-            system=system, tokens=tokens, allow=callback_allow_list(settings, boxes)
+            system=system, tokens=tokens, store=PgRawCallbacks(storage.db),
+            allow=callback_allow_list(settings, boxes),
         ),
     )
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -25,9 +24,12 @@ from penpay.actors import daraja
 from penpay.actors.callbacks import CallbackTokens
 from penpay.actors.mpesa import STATUS_QUERY_MARK
 from penpay.actors.saga import B2CResult, B2CUnknown, Input, StkCallback
+from penpay.actors.views import rfc3339
 from penpay.engine import ActorSystem, EngineError
+from penpay.http.auth.guards import admin_only
 from penpay.http.problems import Problem
 from penpay.http.responses import json_response
+from penpay.storage.raw_callbacks import InMemoryRawCallbacks, RawCallback, RawCallbackStore
 
 log = logging.getLogger("penpay.callbacks")
 
@@ -39,28 +41,6 @@ SAFARICOM_CALLBACK_IPS = (
 )
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 BODY_BYTES_MAX = 64 * 1024
-
-
-class RawCallback(msgspec.Struct, frozen=True):
-    kind: str  # stk | b2c_result | b2c_timeout
-    transaction_id: str
-    source: str
-    received_at_ms: int
-    body: bytes
-
-
-class RawCallbackStore(Protocol):
-    """Where every accepted callback is kept verbatim, before it is processed."""
-
-    async def store(self, callback: RawCallback) -> None: ...
-
-
-class InMemoryRawCallbacks:
-    def __init__(self) -> None:
-        self.items: list[RawCallback] = []
-
-    async def store(self, callback: RawCallback) -> None:
-        self.items.append(callback)
 
 
 class SourceAllowList:
@@ -176,12 +156,13 @@ def _b2c_input(body: bytes, *, status_answer: bool) -> B2CResult:
 
 
 async def b2c_result_callback(request: Request) -> Response:
-    accepted = await _accept(request, "b2c_result")
+    status_answer = _is_status_answer(request)
+    accepted = await _accept(request, "b2c_status_result" if status_answer else "b2c_result")
     if isinstance(accepted, Response):
         return accepted
     deps, kind, transaction_id, body = accepted
     try:
-        message = _b2c_input(body, status_answer=_is_status_answer(request))
+        message = _b2c_input(body, status_answer=status_answer)
     except daraja.DarajaProtocolError as exc:
         log.warning("unreadable B2C result for %s kept raw: %s", transaction_id, exc)
         return _ACK
@@ -190,12 +171,13 @@ async def b2c_result_callback(request: Request) -> Response:
 
 
 async def b2c_timeout_callback(request: Request) -> Response:
-    accepted = await _accept(request, "b2c_timeout")
+    status_answer = _is_status_answer(request)
+    accepted = await _accept(request, "b2c_status_timeout" if status_answer else "b2c_timeout")
     if isinstance(accepted, Response):
         return accepted
     deps, kind, transaction_id, _ = accepted
     message: Input
-    if _is_status_answer(request):  # the query timed out, not the payout
+    if status_answer:  # the query timed out, not the payout
         message = B2CResult("", None, "status query timed out", from_status_query=True)
     else:
         message = B2CUnknown("", "M-Pesa queue time-out")
@@ -203,9 +185,35 @@ async def b2c_timeout_callback(request: Request) -> Response:
     return _ACK
 
 
+@admin_only
+async def admin_raw_callbacks(request: Request) -> Response:
+    """What M-Pesa told PenPay about one transaction, verbatim: for resolving it."""
+    deps: CallbackDeps | None = request.app.state.callbacks
+    transaction_id = request.path_params["id"]
+    try:
+        transaction_id = str(uuid.UUID(transaction_id))
+    except ValueError:
+        raise Problem(404, "not_found", "no such transaction") from None
+    stored = await deps.store.for_transaction(transaction_id) if deps is not None else []
+    return json_response({
+        "transaction_id": transaction_id,
+        "callbacks": [
+            {
+                "kind": c.kind,
+                "source": c.source,
+                "received_at": rfc3339(c.received_at_ms),
+                "body": c.body.decode("utf-8", errors="replace"),
+            }
+            for c in stored
+        ],
+    })
+
+
 def routes(prefix: str = "/api/v1") -> list[Route]:
     base = f"{prefix}/callbacks/mpesa"
     return [
+        Route(f"{prefix}/admin/transactions/{{id}}/callbacks", admin_raw_callbacks,
+              methods=["GET"]),
         Route(f"{base}/stk/{{token}}", stk_callback, methods=["POST"]),
         Route(f"{base}/b2c/result/{{token}}", b2c_result_callback, methods=["POST"]),
         Route(f"{base}/b2c/timeout/{{token}}", b2c_timeout_callback, methods=["POST"]),

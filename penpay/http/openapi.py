@@ -133,6 +133,11 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         auth="admin",
     ),
     ("GET", f"{API}/admin/transactions"): Op("Transactions, e.g. in NEEDS_REVIEW", auth="admin"),
+    ("GET", f"{API}/admin/transactions/{{id}}/callbacks"): Op(
+        "The Daraja callbacks of one transaction, verbatim, in arrival order",
+        errors=("not_found",),
+        auth="admin",
+    ),
     ("POST", f"{API}/admin/transactions/{{id}}/resolve"): Op(
         "Resolve a NEEDS_REVIEW transaction",
         body=ResolveBody,

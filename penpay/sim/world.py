@@ -46,7 +46,7 @@ from penpay.http.auth.pii import PiiCipher
 from penpay.http.auth.service import AuthService, create_admin
 from penpay.http.auth.testing import shared_keyset
 from penpay.http.auth.tokens import TokenAuthority
-from penpay.http.callbacks import CallbackDeps, InMemoryRawCallbacks, SourceAllowList
+from penpay.http.callbacks import CallbackDeps, SourceAllowList
 from penpay.http.idempotency import run_reaper
 from penpay.http.ratelimit import MemoryRateLimiter
 from penpay.money import Currency
@@ -59,6 +59,7 @@ from penpay.sim.trace import Trace
 from penpay.storage.audit import MemoryAuditLog
 from penpay.storage.idempotency_keys import MemoryIdempotencyStore
 from penpay.storage.identity import EmailTaken, MemoryUserStore
+from penpay.storage.raw_callbacks import InMemoryRawCallbacks
 from penpay.storage.transactions import MemoryTransactionIndex
 from penpay.storage.transfers_memory import InMemoryTransferStore
 

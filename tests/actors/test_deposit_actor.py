@@ -44,6 +44,7 @@ from penpay.http import callbacks
 from penpay.http.problems import Problem, problem_handler
 from penpay.money import Currency
 from penpay.sandbox.daraja import Credentials, DarajaSandbox, DarajaSandboxConfig
+from penpay.storage.raw_callbacks import InMemoryRawCallbacks
 
 PHONE = "254712345678"
 KEY, SECRET = "k", "s"
@@ -95,7 +96,7 @@ class World:
     sandbox: DarajaSandbox
     ledger: RecordingLedger
     tokens: CallbackTokens
-    raw: callbacks.InMemoryRawCallbacks
+    raw: InMemoryRawCallbacks
 
     async def start(self, n: int, usd_cents: int = 1000) -> str:
         transaction_id = TX.format(n)
@@ -119,7 +120,7 @@ async def world() -> AsyncIterator[World]:
     ScriptedDeriv.seen = []
     async with open_test_system(seed=7) as system:
         tokens = CallbackTokens(b"c" * 32)
-        raw = callbacks.InMemoryRawCallbacks()
+        raw = InMemoryRawCallbacks()
         callback_app = Starlette(
             routes=callbacks.routes(), exception_handlers={Problem: problem_handler}
         )

@@ -51,6 +51,20 @@ async def test_no_callback_is_settled_by_query_and_duplicates_credit_once(
         assert await pp.deriv_balance() == before + 2000  # two deposits, one credit each
         moves = (await pp.deriv.get("/moves")).json()
         assert len([m for m in moves if second["transaction_id"] in m["description"]]) == 1
+        # Both deliveries of the doubled callback were kept verbatim, in PostgreSQL.
+        kept = await pp.http.get(f"/admin/transactions/{second['transaction_id']}/callbacks",
+                                 headers=pp.operator)
+        assert kept.status_code == 200, kept.text
+        callbacks = kept.json()["callbacks"]
+        assert [c["kind"] for c in callbacks] == ["stk", "stk"]
+        assert callbacks[0]["body"] == callbacks[1]["body"]
+        assert "CheckoutRequestID" in callbacks[0]["body"]
+        none = await pp.http.get(f"/admin/transactions/{first['transaction_id']}/callbacks",
+                                 headers=pp.operator)
+        assert none.json()["callbacks"] == []
+        refused = await pp.http.get(f"/admin/transactions/{first['transaction_id']}/callbacks",
+                                    headers=quiet)
+        assert refused.status_code == 403
         await pp.assert_books_agree()
 
 
