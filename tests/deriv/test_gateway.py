@@ -168,6 +168,30 @@ async def test_reconnect_restores_auth_and_balance_stream(
     assert await rig.gateway.wait_for_balance(lambda c: c == 777) == 777
 
 
+async def test_a_long_queue_for_the_call_budget_does_not_keep_the_socket_down(
+    autojump_clock: MockClock, world: DerivWorld
+) -> None:
+    """Found by the simulation: callers queued for the budget while the socket was
+    down held the handshake back past Deriv's 2-minute idle close, for ever."""
+    config = GatewayConfig(calls_per_min=60, calls_burst=2, connect_wait_s=600)
+    async with trio.open_nursery() as nursery:
+        sandbox = InProcessDerivSandbox(world)
+        await nursery.start(sandbox.run)
+        gateway = DerivGateway(sandbox.connect, "agent-token", rng=random.Random(1),
+                               config=config)
+        await nursery.start(gateway.run)
+        await gateway.wait_connected()
+        for _ in range(300):  # five minutes of budget queued up
+            nursery.start_soon(gateway.balance)
+        await trio.testing.wait_all_tasks_blocked()
+        assert world.drop_connections() == 1
+        with trio.fail_after(30):  # well inside the 120 s idle close
+            await trio.sleep(0.1)
+            await gateway.wait_connected()
+        assert gateway.connects == 2
+        nursery.cancel_scope.cancel()
+
+
 async def test_keepalive_outlives_idle_timeout(autojump_clock: MockClock, rig: Rig) -> None:
     await trio.sleep(600)
     assert rig.gateway.connects == 1

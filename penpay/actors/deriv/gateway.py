@@ -249,10 +249,16 @@ class DerivGateway:
         scope.cancel()
 
     async def _handshake(self, rpc: DerivRpc) -> None:
-        auth = await self._checked(rpc, {"authorize": self._agent_token}, rate_limited=True)
+        # Ahead of the budget queue: callers waiting for the connection may
+        # have queued hundreds of calls, and Deriv closes a socket that sends
+        # nothing for two minutes; behind them, the socket would never open.
+        auth = await self._checked(
+            rpc, {"authorize": self._agent_token}, rate_limited=True, ahead_of_queue=True
+        )
         self.agent = _account_info(auth)
         first = await self._checked(
-            rpc, {"balance": 1, "subscribe": 1}, rate_limited=True, on_stream=self._on_balance
+            rpc, {"balance": 1, "subscribe": 1}, rate_limited=True, ahead_of_queue=True,
+            on_stream=self._on_balance,
         )
         self._on_balance(first)
 
@@ -285,13 +291,21 @@ class DerivGateway:
         request: dict[str, Any],
         *,
         rate_limited: bool = False,
+        ahead_of_queue: bool = False,
         timeout_s: float | None = None,
         on_stream: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Call, turn Deriv errors into exceptions and lost money calls into OutcomeUnknown."""
+        """Call, turn Deriv errors into exceptions and lost money calls into OutcomeUnknown.
+
+        ``ahead_of_queue``: a budgeted call that must not wait behind the
+        callers already queued for the budget (the handshake).
+        """
         msg_type = next(iter(request))
         if rate_limited and self._bucket is not None:
-            await self._bucket.acquire()
+            if ahead_of_queue:
+                self._bucket.take_now()
+            else:
+                await self._bucket.acquire()
         try:
             response = await rpc.call(
                 request,

@@ -33,6 +33,18 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate_per_s)
         self._stamp = now
 
+    def take_now(self) -> None:
+        """Take one token at once, ahead of every waiter, borrowing if none is left.
+
+        For the calls that open a connection (authorize, subscribe): queued
+        behind ordinary calls they could wait longer than Deriv keeps an idle
+        socket open, and the socket would never come up. The borrowed token
+        is repaid by the waiters (they wait until the balance is positive
+        again), so the budget over any minute still holds.
+        """
+        self._refill()
+        self._tokens -= 1.0
+
     async def acquire(self) -> None:
         """Take one token, sleeping (on trio's clock) until one is available."""
         async with self._lock:
