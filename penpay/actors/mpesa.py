@@ -98,7 +98,7 @@ class MpesaGateway(GatewayActor):
             )
         except daraja.DarajaRejected as exc:
             return StkPushRejected(exc.error_code, exc.message)
-        except (daraja.DarajaUnreachable, daraja.DarajaUnavailable) as exc:
+        except (daraja.DarajaUnreachable, daraja.DarajaUnavailable, daraja.CallNotSent) as exc:
             return StkPushRejected("unavailable", str(exc))  # nothing reached Daraja
         except (daraja.InvalidAmount, daraja.InvalidPhoneNumber, daraja.InvalidRequestField) as exc:
             return StkPushRejected("invalid_request", str(exc))

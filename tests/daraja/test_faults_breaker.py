@@ -10,6 +10,7 @@ from trio.testing import MockClock
 
 from penpay.actors.daraja import (
     BreakerState,
+    CallNotSent,
     CircuitBreaker,
     DarajaCommunicationError,
     DarajaUnavailable,
@@ -32,6 +33,19 @@ async def test_http_500_on_stk_push_is_outcome_unknown_and_not_retried(
         await env.client.stk_push(PHONE, 10, "INV1", "Deposit", CB)
     assert caught.value.operation == "STK Push" and caught.value.reference == "INV1"
     assert env.sandbox.requests_seen(Endpoint.STK_PUSH) == 1
+
+
+async def test_a_money_call_without_an_oauth_token_is_certainly_not_sent(
+    env: Env, autojump_clock: MockClock
+) -> None:
+    """Not an unknown outcome: a deposit can fail cleanly instead of going to review."""
+    env.sandbox.inject_fault(Endpoint.OAUTH, FaultKind.HTTP_500, probability=1.0)
+    with pytest.raises(CallNotSent, match="INV1"):
+        await env.client.stk_push(PHONE, 10, "INV1", "Deposit", CB)
+    with pytest.raises(CallNotSent):
+        await env.client.b2c_payment("w-0", PHONE, 100, "Withdrawal", RESULT, TIMEOUT)
+    assert env.sandbox.requests_seen(Endpoint.STK_PUSH) == 0
+    assert env.sandbox.requests_seen(Endpoint.B2C) == 0
 
 
 async def test_timeout_on_b2c_is_outcome_unknown_and_not_retried(

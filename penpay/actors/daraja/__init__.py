@@ -9,6 +9,7 @@ from penpay.actors.daraja.breaker import BreakerState, CircuitBreaker
 from penpay.actors.daraja.client import DarajaClient
 from penpay.actors.daraja.config import DarajaClientConfig
 from penpay.actors.daraja.errors import (
+    CallNotSent,
     DarajaAuthError,
     DarajaCommunicationError,
     DarajaError,
@@ -50,6 +51,7 @@ __all__ = [
     "AsyncAccepted",
     "B2CResult",
     "BreakerState",
+    "CallNotSent",
     "CircuitBreaker",
     "DarajaAuthError",
     "DarajaClient",

@@ -33,6 +33,7 @@ from penpay.actors.daraja.auth import TokenCache
 from penpay.actors.daraja.breaker import CircuitBreaker
 from penpay.actors.daraja.config import DarajaClientConfig
 from penpay.actors.daraja.errors import (
+    CallNotSent,
     DarajaAuthError,
     DarajaCommunicationError,
     DarajaProtocolError,
@@ -224,8 +225,10 @@ class DarajaClient:
         with self.breaker.guard() as attempt:
             try:
                 token = await self.tokens.get()
-            except (DarajaCommunicationError, DarajaUnreachable):
+            except (DarajaCommunicationError, DarajaUnreachable) as exc:
                 attempt.failure()
+                if money is not None:
+                    raise CallNotSent(f"{money[0]} {money[1]!r} not sent: {exc}") from exc
                 raise
             for token_attempt in range(2):
                 try:

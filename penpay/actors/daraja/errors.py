@@ -84,6 +84,14 @@ class DarajaCommunicationError(DarajaError):
     """A query or token request still failed after its bounded retries."""
 
 
+class CallNotSent(DarajaError):
+    """A money call was never sent: no OAuth token could be had for it.
+
+    Unlike :class:`OutcomeUnknown`, this is certain: nothing reached the
+    STK Push or B2C endpoint, so nothing can have happened.
+    """
+
+
 class QueryInconclusive(DarajaError):
     """STK Query kept answering ``500.001.1001`` (in flight, or unknown id):
     not a final state. Poll again later; do not treat it as failed."""
