@@ -89,10 +89,6 @@ class _Reply:
         self.message = message
         self.bucket = 0
 
-    @property
-    def done(self) -> bool:
-        return self._outcome is not None or self.cancelled
-
     def succeed(self, value: Any) -> None:
         self._set(outcome.Value(value))
 
