@@ -51,18 +51,33 @@ class DerivGatewayActor(GatewayActor):
         self.gateway = gateway
         self.agent_login_id = agent_login_id
         self.user_token = user_token
+        #: References with a statement lookup under way. A transaction asks
+        #: again at every lookup deadline; when Deriv is slow or the call
+        #: budget is short, those asks would pile up behind each other, and
+        #: the pile would grow faster than the budget drains it.
+        self._looking: set[str] = set()
 
     async def call(self, command: Command, user_id: str) -> Input | None:
         match command:
             case CreditDeriv(login_id, usd_cents, reference):
                 return await self._credit(login_id, usd_cents, reference)
             case FindDerivTransfer(reference, since_ms):
-                return await self._find(reference, f"Agent note: {reference}", since_ms)
+                return await self._find_once(reference, f"Agent note: {reference}", since_ms)
             case WithdrawFromDeriv(usd_cents, code, reference):
                 return await self._withdraw(user_id, usd_cents, code, reference)
             case FindDerivWithdrawal(reference, since_ms):
-                return await self._find(reference, f"Client note: {reference}", since_ms)
+                return await self._find_once(reference, f"Client note: {reference}", since_ms)
         raise TypeError(f"not a Deriv command: {command!r}")
+
+    async def _find_once(self, reference: str, note: str, since_ms: int) -> Input | None:
+        """:meth:`_find`, unless one for ``reference`` is under way (it will answer)."""
+        if reference in self._looking:
+            return None
+        self._looking.add(reference)
+        try:
+            return await self._find(reference, note, since_ms)
+        finally:
+            self._looking.discard(reference)
 
     async def _credit(self, login_id: str, usd_cents: int, reference: str) -> Input:
         try:

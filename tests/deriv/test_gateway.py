@@ -192,6 +192,35 @@ async def test_a_long_queue_for_the_call_budget_does_not_keep_the_socket_down(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_call_queued_for_the_budget_goes_out_on_the_new_socket(
+    autojump_clock: MockClock, world: DerivWorld
+) -> None:
+    """Found by the simulation: calls that queued while the socket was replaced
+    failed on the old one, spending the budget on nothing."""
+    config = GatewayConfig(calls_per_min=60, calls_burst=2)
+    async with trio.open_nursery() as nursery:
+        sandbox = InProcessDerivSandbox(world)
+        await nursery.start(sandbox.run)
+        gateway = DerivGateway(sandbox.connect, "agent-token", rng=random.Random(1),
+                               config=config)
+        await nursery.start(gateway.run)
+        await gateway.wait_connected()
+        answers: list[int] = []
+
+        async def ask_balance() -> None:
+            answers.append(await gateway.balance())
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as callers:
+                for _ in range(3):  # the burst went on the handshake: these queue
+                    callers.start_soon(ask_balance)
+                await trio.testing.wait_all_tasks_blocked()
+                assert world.drop_connections() == 1
+        assert len(answers) == 3
+        assert gateway.connects == 2
+        nursery.cancel_scope.cancel()
+
+
 async def test_keepalive_outlives_idle_timeout(autojump_clock: MockClock, rig: Rig) -> None:
     await trio.sleep(600)
     assert rig.gateway.connects == 1

@@ -11,9 +11,10 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
+import trio
 from trio.testing import MockClock
 
 from penpay.actors.deriv_actor import STATEMENT_CLOCK_MARGIN_S, DerivGatewayActor
@@ -141,3 +142,38 @@ async def test_clocks_months_apart_change_no_verdict(
 
     assert absent == DerivLookup("PenPay deposit lost attempt 1", None)
     assert found == DerivLookup("PenPay deposit found attempt 1", found_id)
+
+
+async def test_a_second_lookup_for_the_same_reference_waits_for_the_first(
+    autojump_clock: MockClock, rig: Rig, clock: WallClock
+) -> None:
+    """Lookups asked at every deadline must not pile up behind a slow one."""
+    clock.now += timedelta(days=1)
+    calls = 0
+    statement = rig.gateway.statement
+
+    async def counted(**kwargs: Any) -> list[dict[str, Any]]:
+        nonlocal calls
+        calls += 1
+        return await statement(**kwargs)
+
+    rig.gateway.statement = counted  # type: ignore[method-assign]
+
+    async def no_token(user_id: str) -> str | None:
+        return None
+
+    actor = DerivGatewayActor(rig.gateway, AGENT, no_token)
+    actor.system = cast(ActorSystem, SimpleNamespace(clock=Clock(rig.world.now())))
+    lookup = FindDerivTransfer("PenPay deposit lost attempt 1", ms(clock.now))
+    answers: list[Input | None] = []
+
+    async def ask() -> None:
+        answers.append(await actor.call(lookup, "user"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask)
+        nursery.start_soon(ask)
+    assert sorted(answers, key=repr) == [
+        DerivLookup("PenPay deposit lost attempt 1", None), None
+    ]
+    assert calls == 1  # one page: nothing in the window

@@ -332,13 +332,18 @@ class DerivGateway:
         Returns the whole response (some calls, like ``paymentagent_transfer``,
         answer in top-level fields beside the one named after the call).
         """
+        if rate_limited and self._bucket is not None:
+            # The budget first, the socket after: a call that queued for the
+            # budget while the socket was replaced must go out on the new one,
+            # not fail on the one it saw when it started waiting.
+            await self._bucket.acquire()
         if not self.connected:
             with trio.move_on_after(self.config.connect_wait_s):
                 await self.wait_connected()
         rpc = self._rpc
         if rpc is None:
             raise DerivUnavailable(f"no Deriv connection ({self.last_error})")
-        return await self._checked(rpc, request, rate_limited=rate_limited)
+        return await self._checked(rpc, request)
 
     async def ping(self) -> None:
         """A round trip on the agent socket (outside the rate budget)."""
