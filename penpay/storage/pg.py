@@ -69,6 +69,11 @@ def _translate(exc: BaseException) -> BaseException:
         asyncpg.InterfaceError | OSError | asyncio.TimeoutError | ConnectionError | EOFError,
     ):
         return ConnectionLost(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, asyncpg.InternalClientError):
+        # The connection's protocol state is broken ("another operation is in
+        # progress"), typically after the server ended it mid-operation: it
+        # cannot be used again, exactly as if it had been lost.
+        return ConnectionLost(f"{type(exc).__name__}: {exc}")
     return exc
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 import trio
 
@@ -17,9 +18,10 @@ from penpay.engine import (
     JournalUnavailable,
     open_actor_system,
 )
+from penpay.storage import pg
 from penpay.storage.connect import Readiness, connect_with_retry
 from penpay.storage.journal import WRITER_APPLICATION_NAME, open_pg_journal
-from penpay.storage.pg import Database, DatabaseError
+from penpay.storage.pg import ConnectionLost, Database, DatabaseError
 from penpay.storage.testing import fresh_database, with_database
 from tests.storage.actors import Deposit, Tally, Total
 from tests.storage.proxy import PgProxy
@@ -249,6 +251,16 @@ async def test_writer_reconnects_after_server_side_termination(db: Database) -> 
         except JournalUnavailable:
             sequence = len(await journal.read_events("r/1"))
         assert await journal.append("r/1", sequence, [ev(3)]) == sequence + 1
+
+
+def test_a_connection_in_a_broken_protocol_state_counts_as_lost() -> None:
+    """asyncpg says "another operation is in progress" on a connection the server
+    ended mid-operation (seen in CI): the journal writer must reconnect, not stop."""
+    broken = asyncpg.InternalClientError("cannot switch to state 12; another operation (2)")
+    assert isinstance(pg._translate(broken), ConnectionLost)
+    assert isinstance(pg._translate(asyncpg.InterfaceError("closed")), ConnectionLost)
+    refused = pg._translate(asyncpg.UniqueViolationError("duplicate key"))
+    assert isinstance(refused, pg.QueryFailed)
 
 
 def test_with_database_rewrites_only_the_name() -> None:
