@@ -168,11 +168,9 @@ async def test_reconnect_restores_auth_and_balance_stream(
     assert await rig.gateway.wait_for_balance(lambda c: c == 777) == 777
 
 
-async def test_a_long_queue_for_the_call_budget_does_not_keep_the_socket_down(
-    autojump_clock: MockClock, world: DerivWorld
-) -> None:
-    """Found by the simulation: callers queued for the budget while the socket was
-    down held the handshake back past Deriv's 2-minute idle close, for ever."""
+@asynccontextmanager
+async def tight_budget(world: DerivWorld) -> AsyncIterator[tuple[DerivGateway, trio.Nursery]]:
+    """A connected gateway allowed 60 calls a minute (a burst of 2, spent on the handshake)."""
     config = GatewayConfig(calls_per_min=60, calls_burst=2, connect_wait_s=600)
     async with trio.open_nursery() as nursery:
         sandbox = InProcessDerivSandbox(world)
@@ -181,6 +179,16 @@ async def test_a_long_queue_for_the_call_budget_does_not_keep_the_socket_down(
                                config=config)
         await nursery.start(gateway.run)
         await gateway.wait_connected()
+        yield gateway, nursery
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_long_queue_for_the_call_budget_does_not_keep_the_socket_down(
+    autojump_clock: MockClock, world: DerivWorld
+) -> None:
+    """Found by the simulation: callers queued for the budget while the socket was
+    down held the handshake back past Deriv's 2-minute idle close, for ever."""
+    async with tight_budget(world) as (gateway, nursery):
         for _ in range(300):  # five minutes of budget queued up
             nursery.start_soon(gateway.balance)
         await trio.testing.wait_all_tasks_blocked()
@@ -189,7 +197,6 @@ async def test_a_long_queue_for_the_call_budget_does_not_keep_the_socket_down(
             await trio.sleep(0.1)
             await gateway.wait_connected()
         assert gateway.connects == 2
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_call_queued_for_the_budget_goes_out_on_the_new_socket(
@@ -197,14 +204,7 @@ async def test_a_call_queued_for_the_budget_goes_out_on_the_new_socket(
 ) -> None:
     """Found by the simulation: calls that queued while the socket was replaced
     failed on the old one, spending the budget on nothing."""
-    config = GatewayConfig(calls_per_min=60, calls_burst=2)
-    async with trio.open_nursery() as nursery:
-        sandbox = InProcessDerivSandbox(world)
-        await nursery.start(sandbox.run)
-        gateway = DerivGateway(sandbox.connect, "agent-token", rng=random.Random(1),
-                               config=config)
-        await nursery.start(gateway.run)
-        await gateway.wait_connected()
+    async with tight_budget(world) as (gateway, _):
         answers: list[int] = []
 
         async def ask_balance() -> None:
@@ -218,7 +218,6 @@ async def test_a_call_queued_for_the_budget_goes_out_on_the_new_socket(
                 assert world.drop_connections() == 1
         assert len(answers) == 3
         assert gateway.connects == 2
-        nursery.cancel_scope.cancel()
 
 
 async def test_keepalive_outlives_idle_timeout(autojump_clock: MockClock, rig: Rig) -> None:
