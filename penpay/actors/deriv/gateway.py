@@ -249,18 +249,21 @@ class DerivGateway:
         scope.cancel()
 
     async def _handshake(self, rpc: DerivRpc) -> None:
-        # Ahead of the budget queue: callers waiting for the connection may
-        # have queued hundreds of calls, and Deriv closes a socket that sends
-        # nothing for two minutes; behind them, the socket would never open.
-        auth = await self._checked(
-            rpc, {"authorize": self._agent_token}, rate_limited=True, ahead_of_queue=True
-        )
+        # Budgeted, but ahead of the queue: callers waiting for the connection
+        # may have queued hundreds of calls, and Deriv closes a socket that
+        # sends nothing for two minutes; behind them, it would never open.
+        self._spend_budget_now()
+        auth = await self._checked(rpc, {"authorize": self._agent_token})
         self.agent = _account_info(auth)
+        self._spend_budget_now()
         first = await self._checked(
-            rpc, {"balance": 1, "subscribe": 1}, rate_limited=True, ahead_of_queue=True,
-            on_stream=self._on_balance,
+            rpc, {"balance": 1, "subscribe": 1}, on_stream=self._on_balance
         )
         self._on_balance(first)
+
+    def _spend_budget_now(self) -> None:
+        if self._bucket is not None:
+            self._bucket.take_now()
 
     async def _keepalive(self, rpc: DerivRpc, scope: trio.CancelScope) -> None:
         while True:
@@ -290,22 +293,14 @@ class DerivGateway:
         rpc: DerivRpc,
         request: dict[str, Any],
         *,
-        rate_limited: bool = False,
-        ahead_of_queue: bool = False,
         timeout_s: float | None = None,
         on_stream: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Call, turn Deriv errors into exceptions and lost money calls into OutcomeUnknown.
 
-        ``ahead_of_queue``: a budgeted call that must not wait behind the
-        callers already queued for the budget (the handshake).
+        The call budget is the caller's business (:meth:`_agent_call`).
         """
         msg_type = next(iter(request))
-        if rate_limited and self._bucket is not None:
-            if ahead_of_queue:
-                self._bucket.take_now()
-            else:
-                await self._bucket.acquire()
         try:
             response = await rpc.call(
                 request,
