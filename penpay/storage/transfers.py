@@ -41,6 +41,7 @@ from penpay.storage.pg import (
     QueryFailed,
     Record,
 )
+from penpay.storage.statistics import ANALYZE_MIN_ROWS, GrowthAnalyzer
 
 __all__ = ["PgTransferStore", "TransferStore", "open_pg_transfer_store"]
 
@@ -132,6 +133,7 @@ class PgTransferStore:
         queue_groups_max: int = 20_000,
         batch_timeout_s: float = 30.0,
         reconnect_backoff_s: float = 0.1,
+        analyze_min_rows: int = ANALYZE_MIN_ROWS,
     ) -> None:
         assert batch_rows_max >= 1, batch_rows_max
         self._db = db
@@ -144,6 +146,11 @@ class PgTransferStore:
         #: Batches and rows committed; for metrics and benchmarks.
         self.batches_committed = 0
         self.rows_committed = 0
+        #: Keeps the plans of the writer's foreign-key checks on the indexes
+        #: as the ledger grows (run beside the writer by open_pg_transfer_store).
+        self.statistics = GrowthAnalyzer(
+            db, ("ledger_transfers", "ledger_groups"), min_rows=analyze_min_rows
+        )
 
     # ------------------------------------------------------- TransferStore
 
@@ -274,12 +281,14 @@ class PgTransferStore:
         outcomes = [CommitOutcome.ABORTED] * len(batch)
         for row in rows:
             outcomes[row["idx"] - 1] = CommitOutcome(row["outcome"])
-        self.batches_committed += 1
-        self.rows_committed += sum(
+        rows_written = sum(
             len(r.transfers)
             for r, o in zip(batch, outcomes, strict=True)
             if o is CommitOutcome.COMMITTED
         )
+        self.batches_committed += 1
+        self.rows_committed += rows_written
+        self.statistics.added(rows_written)
         return outcomes
 
     async def _write_one_by_one(self, batch: list[_Commit]) -> None:
@@ -342,8 +351,16 @@ class PgTransferStore:
 async def open_pg_transfer_store(db: Database, **options: Any) -> AsyncIterator[PgTransferStore]:
     """A :class:`PgTransferStore` with its writer running for the duration of the block."""
     store = PgTransferStore(db, **options)
+
+    async def write_then_stop_statistics() -> None:
+        try:
+            await store.run_writer()
+        finally:
+            nursery.cancel_scope.cancel()  # the writer is done: nothing more to analyse
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(store.run_writer, name="penpay.storage.transfers.writer")
+        nursery.start_soon(write_then_stop_statistics, name="penpay.storage.transfers.writer")
+        nursery.start_soon(store.statistics.run, name="penpay.storage.transfers.statistics")
         try:
             yield store
         finally:
