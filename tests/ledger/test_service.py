@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import msgspec
 import trio
 
-from penpay.actors.ledger import LedgerAccount, ResultCode, TransferKind
+from penpay.actors.ledger import LedgerAccount, ResultCode, Transfer, TransferKind
+from penpay.actors.ledger.store import CommitOutcome
 from penpay.engine import EventRecord, InMemoryJournal
 from penpay.engine.testing import settle
 from penpay.storage.transfers_memory import InMemoryTransferStore
@@ -248,3 +249,52 @@ async def test_posts_applied_without_a_hold_survive_crashes(
         await settle(ledger.system)
         assert (await ledger.reconcile()).clean
         assert (await ledger.balances()) == live
+
+
+class _GatedStore(InMemoryTransferStore):
+    """Holds the commit of any group containing ``gated_id`` until ``gate`` is set."""
+
+    def __init__(self, gated_id: str) -> None:
+        super().__init__()
+        self.gated_id = gated_id
+        self.waiting = trio.Event()
+        self.gate = trio.Event()
+
+    async def commit(self, group_id: str, transfers: Sequence[Transfer]) -> CommitOutcome:
+        if self.gate.is_set() is False and any(t.id == self.gated_id for t in transfers):
+            self.waiting.set()
+            await self.gate.wait()
+        return await super().commit(group_id, transfers)
+
+
+async def test_a_resubmitted_pending_transfer_racing_its_post_changes_nothing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Regression (found by the stateful test on PostgreSQL): resubmitting an open pending
+    transfer used to hold it a second time; a post of the original applied meanwhile took
+    that hold for the original's unconfirmed creation and applied the pending amount twice."""
+    p = transfer("p", "owner_equity_kes", "mpesa_float", 300, kind=PENDING)
+    store = _GatedStore(p.id)
+    async with open_ledger(store=store) as ledger:
+        await fund(ledger, kes_cents=1000)
+        store.gate.set()
+        assert (await ledger.create_transfers([p])).ok
+        store.gate = trio.Event()
+        resubmitted: list[ResultCode] = []
+
+        async def resubmit() -> None:
+            resubmitted.extend((await ledger.create_transfers([p])).codes)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(resubmit)
+            with trio.move_on_after(1):
+                await store.waiting.wait()  # held between its reserve and its commit, if held
+            assert (await ledger.post_pending(tid("post"), tid("p"))).ok
+            await settle(ledger.system)
+            store.gate.set()
+        assert resubmitted == [R.EXISTS]
+        await settle(ledger.system)
+        report = await ledger.reconcile()
+        assert report.clean, report
+        b = await ledger.balance("mpesa_float")
+        assert (b.credits_pending, b.credits_posted) == (0, 300)

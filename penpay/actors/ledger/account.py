@@ -240,6 +240,11 @@ def decide_reserve(
     for leg in legs:
         if leg.transfer_id in state.held_transfer_ids:
             return AccountRefused(ResultCode.ID_IN_FLIGHT, leg.transfer_id)
+        if leg.transfer_id in state.open_pending:
+            # A resubmission of a stored pending transfer. Held again, it would be
+            # taken for the original's creation by a post of the original that
+            # arrives meanwhile (see ApplyResolutions), applying it twice.
+            return AccountRefused(ResultCode.EXISTS, leg.transfer_id)
         if leg.kind.resolves_pending:
             pending_id = leg.pending_id
             assert pending_id is not None
