@@ -28,7 +28,6 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from penpay.actors.callbacks import CallbackTokens
 from penpay.actors.daraja import DarajaClient, DarajaClientConfig
-from penpay.actors.deposit import release_float_hold
 from penpay.actors.deriv import DerivGateway, GatewayConfig
 from penpay.actors.deriv.transport import websocket_connector
 from penpay.actors.deriv_actor import DerivGatewayActor
@@ -36,7 +35,7 @@ from penpay.actors.fx import FxPolicy
 from penpay.actors.ledger import DEFAULT_CHART, Ledger
 from penpay.actors.ledger_port import LedgerAdapter, fund
 from penpay.actors.mpesa import CallbackUrls, MpesaGateway
-from penpay.actors.payments import REFUSED, Payments
+from penpay.actors.payments import Payments, run_unstarted_sweeper
 from penpay.actors.policy import Limits
 from penpay.actors.saga import (
     TERMINAL,
@@ -52,8 +51,6 @@ from penpay.actors.saga import (
 from penpay.actors.transaction import (
     DepositActor,
     GetState,
-    LedgerPort,
-    LedgerRefused,
     SagaDeps,
     WithdrawalActor,
 )
@@ -398,7 +395,8 @@ async def assemble(
     resilient = SupervisionPolicy.persistent()
     system.register(DepositActor, lambda: DepositActor(deps), supervision=resilient)
     system.register(WithdrawalActor, lambda: WithdrawalActor(deps), supervision=resilient)
-    await resume_unfinished(system, payments, deps.ledger)
+    await resume_unfinished(system, payments)
+    nursery.start_soon(run_unstarted_sweeper, payments)
 
     readiness = {
         "engine": lambda: True,
@@ -454,9 +452,7 @@ async def ensure_sandbox_operator(auth: Any, data_dir: Path) -> None:
 DERIV_COMMANDS = (CreditDeriv, FindDerivTransfer, WithdrawFromDeriv, FindDerivWithdrawal)
 
 
-async def resume_unfinished(
-    system: ActorSystem, payments: Payments, ledger: LedgerPort
-) -> None:
+async def resume_unfinished(system: ActorSystem, payments: Payments) -> None:
     """After a restart, wake every transaction that had not finished, so it recovers.
 
     Each one's ``recover`` re-arms its deadlines and reconciles whatever was in
@@ -480,13 +476,10 @@ async def resume_unfinished(
                 if not state.started:
                     # Reserved for a request whose transaction never started (the
                     # process or actor died first); no money moved, but a deposit
-                    # may hold float. No request is in flight at start-up, so it
-                    # can be closed: a retry with the same Idempotency-Key starts
+                    # may hold float. A retry with the same Idempotency-Key starts
                     # it afresh (and takes the hold again).
-                    if row.type == "deposit":
-                        with contextlib.suppress(LedgerRefused):
-                            await ledger.post(str(row.id), release_float_hold())
-                    await payments.index.update(row.id, REFUSED, {}, system.clock.now())
+                    with contextlib.suppress(EngineError):
+                        await payments.close_if_never_started(row)
                     continue
                 resumed += 1
             if len(rows) < 500:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol
 
+import trio
+
 from penpay.actors import deposit, withdrawal
 from penpay.actors.callbacks import CallbackTokens
 from penpay.actors.daraja import InvalidPhoneNumber, normalize_msisdn
@@ -28,6 +30,7 @@ from penpay.actors.index import TransactionIndex, TransactionRow
 from penpay.actors.policy import Limits
 from penpay.actors.saga import Resolve, Status
 from penpay.actors.transaction import (
+    AbandonIfNotStarted,
     DepositActor,
     GetState,
     TransactionActor,
@@ -44,6 +47,11 @@ log = logging.getLogger("penpay.payments")
 NAIROBI = timezone(timedelta(hours=3))
 #: Internal status of a reserved transaction that was refused before it started.
 REFUSED = "REFUSED"
+#: A reserved transaction not started this long after its creation is closed by
+#: :meth:`Payments.sweep_unstarted`: no Start can still be in flight by then.
+UNSTARTED_GRACE_S = 300.0
+#: How often :func:`run_unstarted_sweeper` looks.
+UNSTARTED_SWEEP_INTERVAL_S = 60.0
 
 
 class User(Protocol):
@@ -180,14 +188,56 @@ class Payments:
             # close the reserved row so it neither lingers nor counts towards caps.
             # Either way a 503 is not stored against the Idempotency-Key: the
             # client's retry finds this same transaction id, and Start is idempotent.
+            # If that cannot be learnt either, sweep_unstarted closes it later.
             log.warning("starting %s: %s", row.id, exc)
             with contextlib.suppress(EngineError):
-                if not (await ref.ask(GetState())).started:
-                    await self.index.update(row.id, REFUSED, {}, self.system.clock.now())
+                await self.close_if_never_started(row)
             raise PaymentRefused(503, "temporarily_unavailable", "try again shortly") from None
         view = transaction_view(state)
         await self.index.update(row.id, state.status.value, view, self.system.clock.now())
         return view
+
+    async def close_if_never_started(self, row: TransactionRow) -> bool:
+        """Close a reserved row whose transaction never started; True if it was closed.
+
+        The actor gives back what the failed Start held (a deposit's float
+        hold), then the row is marked refused, so it neither lingers in the
+        user's list nor counts towards caps. A retry with the same
+        Idempotency-Key starts the same transaction afresh; if one did so
+        between the two steps, the row is put back to the actor's state.
+        """
+        kind = _actor_kind(row)
+        ref = self.system.ref(kind, str(row.id))
+        if not await ref.ask(AbandonIfNotStarted()):
+            return False
+        await self.index.update(row.id, REFUSED, {}, self.system.clock.now())
+        state = await ref.ask(GetState())
+        if state.started:
+            await self.observe(kind.kind, state)
+            return False
+        return True
+
+    async def sweep_unstarted(self, *, older_than_s: float = UNSTARTED_GRACE_S) -> int:
+        """Close every reserved row older than ``older_than_s`` that never started.
+
+        Covers a Start that failed and whose outcome could not be learnt at
+        the time (the actor crashed again when asked); returns how many were
+        closed. Transactions that cannot answer now are left for the next sweep.
+        """
+        cutoff = self.system.clock.now() - timedelta(seconds=older_than_s)
+        before: tuple[datetime, uuid.UUID] | None = (cutoff, uuid.UUID(int=0))
+        closed = 0
+        while before is not None:
+            rows = await self.index.page(
+                user_id=None, status=Status.PENDING.value, limit=500, before=before
+            )
+            for row in rows:
+                try:
+                    closed += await self.close_if_never_started(row)
+                except EngineError as exc:
+                    log.warning("closing unstarted %s %s: %s", row.type, row.id, exc)
+            before = (rows[-1].created_at, rows[-1].id) if len(rows) == 500 else None
+        return closed
 
     async def _admit(
         self, user: User, key: str, type: TransactionType, amount_cents: int,
@@ -321,7 +371,7 @@ class Payments:
         row = await self.index.get(uuid.UUID(transaction_id))
         if row is None:
             raise PaymentRefused(404, "not_found", "no such transaction")
-        kind: type[TransactionActor] = DepositActor if row.type == "deposit" else WithdrawalActor
+        kind = _actor_kind(row)
         try:
             state = await self.system.ref(kind, transaction_id).ask(
                 Resolve(action, note, operator)
@@ -336,5 +386,24 @@ class Payments:
         row = await self.index.get(uuid.UUID(transaction_id))
         if row is None:
             return None
-        kind: type[TransactionActor] = DepositActor if row.type == "deposit" else WithdrawalActor
+        kind = _actor_kind(row)
         return await self.system.ref(kind, transaction_id).ask(GetState())
+
+
+async def run_unstarted_sweeper(
+    payments: Payments, *, interval_s: float = UNSTARTED_SWEEP_INTERVAL_S
+) -> None:
+    """Forever: every ``interval_s``, :meth:`Payments.sweep_unstarted` (run in a nursery)."""
+    while True:
+        await trio.sleep(interval_s)
+        try:
+            closed = await payments.sweep_unstarted()
+        except PenPayError as exc:  # storage unavailable: the next sweep tries again
+            log.warning("sweeping unstarted transactions: %s", exc)
+            continue
+        if closed:
+            log.info("closed %d reserved transactions that never started", closed)
+
+
+def _actor_kind(row: TransactionRow) -> type[TransactionActor]:
+    return DepositActor if row.type == "deposit" else WithdrawalActor

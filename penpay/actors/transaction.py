@@ -61,6 +61,14 @@ class GetState(msgspec.Struct, frozen=True):
     """Ask for the transaction's current state."""
 
 
+class AbandonIfNotStarted(msgspec.Struct, frozen=True):
+    """Give back what a Start that never took effect may hold; reply: True if not started.
+
+    Decided in the actor's mailbox, so a retried Start is either handled
+    before it (the reply is False) or after it (and starts afresh).
+    """
+
+
 @dataclass(frozen=True)
 class Flow:
     """A pure flow module, seen through the functions the shell calls."""
@@ -137,6 +145,11 @@ class TransactionActor(EventSourcedActor[Any]):
     async def receive(self, message: Any) -> Any:
         if isinstance(message, GetState):
             return self.state
+        if isinstance(message, AbandonIfNotStarted):
+            if self.state.started:
+                return False
+            await self.release_unstarted()
+            return True
         if not isinstance(message, Input):
             raise TypeError(f"{self.ref.address} cannot handle {type(message).__name__}")
         message = self._addressed(message)
@@ -149,6 +162,9 @@ class TransactionActor(EventSourcedActor[Any]):
             raise TransactionRefused("resolve_refused", str(exc)) from None
         await self._commit(events)
         return self.state
+
+    async def release_unstarted(self) -> None:
+        """Give back whatever a failed Start may have taken (nothing, by default)."""
 
     def _addressed(self, message: Input) -> Input:
         """Callbacks are routed by their URL token, which already names this
@@ -233,6 +249,10 @@ class DepositActor(TransactionActor):
                 with contextlib.suppress(Exception):
                     await self.deps.ledger.post(self.key, deposit.release_float_hold())
             raise
+
+    async def release_unstarted(self) -> None:
+        with contextlib.suppress(LedgerRefused):  # no hold to give back
+            await self.deps.ledger.post(self.key, deposit.release_float_hold())
 
 
 class WithdrawalActor(TransactionActor):

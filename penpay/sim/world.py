@@ -33,7 +33,7 @@ from penpay.actors.fx import FxPolicy
 from penpay.actors.ledger import DEFAULT_CHART, Ledger, LedgerAccount
 from penpay.actors.ledger_port import LedgerAdapter, fund
 from penpay.actors.mpesa import CallbackUrls, MpesaGateway
-from penpay.actors.payments import Payments
+from penpay.actors.payments import Payments, run_unstarted_sweeper
 from penpay.actors.policy import Limits
 from penpay.actors.saga import Account, Command
 from penpay.actors.transaction import DepositActor, SagaDeps, WithdrawalActor
@@ -232,7 +232,8 @@ async def assemble_sim(
     deps = SagaDeps(ledger=LedgerAdapter(ledger), gateway_for=gateway_for, observe=observe)
     chaos.wrap_kind(system, DepositActor, lambda: DepositActor(deps))
     chaos.wrap_kind(system, WithdrawalActor, lambda: WithdrawalActor(deps))
-    await resume_unfinished(system, payments, deps.ledger)
+    await resume_unfinished(system, payments)
+    nursery.start_soon(run_unstarted_sweeper, payments)
 
     async def provider_balances() -> dict[str, int | None]:
         accounts = boxes.daraja.world.accounts

@@ -1,0 +1,89 @@
+"""A deposit whose Start failed, and whose outcome could not be learnt, is closed later.
+
+Found by the simulation (seed 7028 at 1,000 transactions): the deposit actor
+crashed on Start (the ledger was unavailable), then crashed again when asked
+whether it had started, so its reserved index row stayed PENDING for ever.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import trio
+
+from penpay.actors.deposit import Start
+from penpay.actors.payments import REFUSED, UNSTARTED_GRACE_S, UNSTARTED_SWEEP_INTERVAL_S
+from penpay.actors.transaction import AbandonIfNotStarted, DepositActor
+from penpay.engine import Actor
+from penpay.sim.chaos import Chaos, SimulatedActorCrash
+from penpay.sim.determinism import sim_clock
+from penpay.sim.trace import Trace
+from penpay.sim.workload import Operator, Stats, User
+from penpay.sim.world import SimWorld
+
+
+def _crashing(build: Any, crashes: dict[type, int]) -> Any:
+    """Instances of ``build`` that crash on the next ``crashes[type]`` messages of each type."""
+
+    def factory() -> Actor:
+        instance = build()
+        receive = instance.receive
+
+        async def crashy(message: Any) -> Any:
+            if crashes.get(type(message), 0) > 0:
+                crashes[type(message)] -= 1
+                raise SimulatedActorCrash(f"scripted crash on {type(message).__name__}")
+            return await receive(message)
+
+        instance.receive = crashy
+        return instance
+
+    return factory
+
+
+async def _scenario() -> None:
+    world = SimWorld(1, Trace(), Chaos(random.Random(0)))
+    stats = Stats()
+    async with trio.open_nursery() as root:
+        await world.start(root)
+        user = User(1, world, Operator(world.router, world.trace, stats, 1), stats, 1)
+        assert await user.onboard()
+        system = world.system
+        props = system._props[DepositActor]
+        # Start crashes, and so does the first question about it.
+        crashes: dict[type, int] = {Start: 1, AbandonIfNotStarted: 1}
+        system.register(
+            DepositActor,
+            _crashing(props.factory, crashes),
+            supervision=props.supervision,
+            passivate_after_s=props.passivate_after_s,
+        )
+        response = await user._authed(
+            "POST", "/deposits", "deposit", headers={"Idempotency-Key": "k" * 32},
+            json={"amount_cents": 500, "currency": "USD"},
+        )
+        assert response.status_code == 503, response.text
+        assert crashes == {Start: 0, AbandonIfNotStarted: 0}
+        [row] = world.durable.index.rows.values()
+        assert row.status == "PENDING"  # its fate could not be learnt at the time
+
+        await trio.sleep(UNSTARTED_GRACE_S + UNSTARTED_SWEEP_INTERVAL_S)
+        assert world.durable.index.rows[row.id].status == REFUSED
+        hold = await world.services.ledger.balance("deriv_float")  # type: ignore[union-attr]
+        assert hold.credits_pending == 0  # no float is left held for it
+
+        # A retry with the same Idempotency-Key starts the same transaction afresh.
+        again = await user._authed(
+            "POST", "/deposits", "deposit", headers={"Idempotency-Key": "k" * 32},
+            json={"amount_cents": 500, "currency": "USD"},
+        )
+        assert again.status_code == 202, again.text
+        assert again.json()["transaction_id"] == str(row.id)
+        assert world.durable.index.rows[row.id].status != REFUSED
+        await world.stop()
+        root.cancel_scope.cancel()
+
+
+def test_a_deposit_whose_start_failed_unknowably_is_closed_by_the_sweep() -> None:
+    trio.run(_scenario, clock=sim_clock())
