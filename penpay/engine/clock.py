@@ -9,8 +9,9 @@ the operating system's CSPRNG in production.
 
 from __future__ import annotations
 
+import os
 import random
-import secrets
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -63,11 +64,49 @@ class Clock:
         return self._skew_s
 
 
+class _UrandomPool:
+    """Bytes of ``os.urandom``, read a page at a time and handed out once each.
+
+    Why: ``os.urandom`` releases the GIL, so every id minted on the trio
+    thread was a point where the database driver's thread could take the GIL
+    and keep it for a whole switch interval. Buffering changes nothing about
+    the bytes (they are the kernel CSPRNG's, each given out once, under a
+    lock for callers on worker threads); a forked child starts an empty pool
+    so parent and child never share bytes.
+    """
+
+    PAGE_BYTES = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._page = b""
+        self._offset = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._page, self._offset = b"", 0
+
+    def take(self, n: int) -> bytes:
+        if n > self.PAGE_BYTES:
+            return os.urandom(n)
+        with self._lock:
+            if self._offset + n > len(self._page):
+                self._page, self._offset = os.urandom(self.PAGE_BYTES), 0
+            out = self._page[self._offset : self._offset + n]
+            self._offset += n
+            return out
+
+
+_SYSTEM_POOL = _UrandomPool()
+
+
 class Entropy:
     """Randomness and identifiers.
 
     With a seed, every value is reproducible (tests, simulation). Without one,
-    values come from :mod:`secrets`, which is what tokens and keys need.
+    values come from the kernel's CSPRNG (``os.urandom``, as :mod:`secrets`
+    uses), which is what tokens and keys need.
     """
 
     def __init__(self, seed: int | None = None) -> None:
@@ -79,7 +118,7 @@ class Entropy:
     def token_bytes(self, n: int) -> bytes:
         if self.seeded:
             return self.random.getrandbits(8 * n).to_bytes(n, "big")
-        return secrets.token_bytes(n)
+        return _SYSTEM_POOL.take(n)
 
     def token_urlsafe(self, n: int = 32) -> str:
         """A URL-safe random token of ``n`` bytes of entropy."""

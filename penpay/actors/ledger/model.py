@@ -18,6 +18,7 @@ service can report precisely which transfer of a linked group failed and why.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -133,11 +134,13 @@ def new_transfer_id() -> str:
     return str(uuid.uuid4())
 
 
+#: ``str(uuid.UUID(x))``'s form: lowercase hex, hyphenated 8-4-4-4-12.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _is_canonical_uuid(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value
-    except (ValueError, AttributeError, TypeError):
-        return False
+    """True if ``value`` is a UUID written as ``str(uuid.UUID(...))`` writes it."""
+    return isinstance(value, str) and _CANONICAL_UUID.fullmatch(value) is not None
 
 
 def compare_existing(new: Transfer, existing: Transfer) -> ResultCode:
