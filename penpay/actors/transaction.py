@@ -245,12 +245,14 @@ class DepositActor(TransactionActor):
         except Exception:
             if isinstance(message, deposit.Start) and not self.state.started:
                 # The hold was taken but the deposit was not recorded: give the
-                # float back now (a process crash here is handled at start-up).
+                # float back now (if that fails too, AbandonIfNotStarted does it
+                # later: at once, from the sweep, or at start-up).
                 with contextlib.suppress(Exception):
-                    await self.deps.ledger.post(self.key, deposit.release_float_hold())
+                    await self.release_unstarted()
             raise
 
     async def release_unstarted(self) -> None:
+        """Release the Deriv float hold a failed Start may have taken (idempotent)."""
         with contextlib.suppress(LedgerRefused):  # no hold to give back
             await self.deps.ledger.post(self.key, deposit.release_float_hold())
 
