@@ -261,7 +261,7 @@ class _GatedStore(InMemoryTransferStore):
         self.gate = trio.Event()
 
     async def commit(self, group_id: str, transfers: Sequence[Transfer]) -> CommitOutcome:
-        if self.gate.is_set() is False and any(t.id == self.gated_id for t in transfers):
+        if not self.gate.is_set() and any(t.id == self.gated_id for t in transfers):
             self.waiting.set()
             await self.gate.wait()
         return await super().commit(group_id, transfers)
