@@ -12,6 +12,7 @@ from penpay.storage.pg import Database
 from penpay.storage.testing import migrated_database
 from penpay.storage.transfers import open_pg_transfer_store
 from penpay.storage.transfers_memory import InMemoryTransferStore
+from tests.storage.backends import EACH_BACKEND
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ async def pg_db() -> AsyncIterator[Database]:
         yield db
 
 
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.storage)])
+@pytest.fixture(params=EACH_BACKEND)
 async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[TransferStore]:
     """Each implementation of the store, with the default chart registered."""
     if request.param == "memory":

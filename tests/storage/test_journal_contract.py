@@ -20,6 +20,7 @@ from penpay.engine import (
 )
 from penpay.storage.journal import PgJournal, open_pg_journal
 from penpay.storage.testing import migrated_database
+from tests.storage.backends import EACH_BACKEND
 
 AnyJournal = InMemoryJournal | PgJournal
 
@@ -28,7 +29,7 @@ def ev(n: int, type: str = "thing.happened", version: int = 1) -> EventRecord:
     return EventRecord(type=type, version=version, payload=f"payload-{n}".encode())
 
 
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.storage)])
+@pytest.fixture(params=EACH_BACKEND)
 async def journal(request: pytest.FixtureRequest, pg_admin_url: str) -> AsyncIterator[AnyJournal]:
     if request.param == "memory":
         yield InMemoryJournal()

@@ -12,21 +12,20 @@ from penpay.storage.raw_callbacks import (
     RawCallback,
     RawCallbackStore,
 )
-from penpay.storage.testing import migrated_database
+from tests.storage.backends import EACH_BACKEND, twin_or_postgres
 
 TX_A = "0193a000-0000-7000-8000-00000000000a"
 TX_B = "0193a000-0000-7000-8000-00000000000b"
 
 
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.storage)])
+@pytest.fixture(params=EACH_BACKEND)
 async def store(
     request: pytest.FixtureRequest, pg_admin_url: str
 ) -> AsyncIterator[RawCallbackStore]:
-    if request.param == "memory":
-        yield InMemoryRawCallbacks()
-        return
-    async with migrated_database(pg_admin_url) as db:
-        yield PgRawCallbacks(db)
+    async with twin_or_postgres(
+        request.param, pg_admin_url, InMemoryRawCallbacks, PgRawCallbacks
+    ) as callbacks:
+        yield callbacks
 
 
 def callback(kind: str, tx: str, at_ms: int, body: bytes) -> RawCallback:

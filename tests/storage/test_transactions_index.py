@@ -8,27 +8,26 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from penpay.storage.testing import migrated_database
 from penpay.storage.transactions import (
     MemoryTransactionIndex,
     PgTransactionIndex,
     TransactionIndex,
     TransactionRow,
 )
+from tests.storage.backends import EACH_BACKEND, twin_or_postgres
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 ALICE, BOB = uuid.UUID(int=1), uuid.UUID(int=2)
 
 
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.storage)])
+@pytest.fixture(params=EACH_BACKEND)
 async def index(
     request: pytest.FixtureRequest, pg_admin_url: str
 ) -> AsyncIterator[TransactionIndex]:
-    if request.param == "memory":
-        yield MemoryTransactionIndex()
-        return
-    async with migrated_database(pg_admin_url) as db:
-        yield PgTransactionIndex(db)
+    async with twin_or_postgres(
+        request.param, pg_admin_url, MemoryTransactionIndex, PgTransactionIndex
+    ) as transactions:
+        yield transactions
 
 
 def row(n: int, user: uuid.UUID = ALICE, *, key: str | None = None, usd: int = 1000,
