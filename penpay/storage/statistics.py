@@ -81,10 +81,11 @@ class GrowthAnalyzer:
     async def run(self) -> None:
         """Analyse when due, for ever (cancel to stop)."""
         try:
-            self._rows_at_analysis = await self._estimated_rows()
+            table_rows = await self._estimated_rows()
         except DatabaseError as exc:
             log.warning("cannot read the size of %s (%s); assuming empty", self.tables[0], exc)
-            self._rows_at_analysis = 0
+            table_rows = 0
+        self._rows_at_analysis = table_rows
         self.added(0)
         statement = "ANALYZE " + ", ".join(self.tables)
         while True:
@@ -93,20 +94,18 @@ class GrowthAnalyzer:
             rows = self._rows_since
             try:
                 await self._db.execute(statement)
-            except QueryFailed as exc:
-                if exc.sqlstate == _INSUFFICIENT_PRIVILEGE:
+            except DatabaseError as exc:
+                if isinstance(exc, QueryFailed) and exc.sqlstate == _INSUFFICIENT_PRIVILEGE:
                     log.warning("%s refused (%s); leaving statistics to autovacuum", statement, exc)
                     return
                 log.warning("%s failed (%s); trying again after the next batch", statement, exc)
                 continue
-            except DatabaseError as exc:
-                log.warning("%s failed (%s); trying again after the next batch", statement, exc)
-                continue
+            table_rows += rows
+            self._rows_at_analysis = table_rows
+            self._rows_since -= rows
             self.analyses += 1
             self._analysed.set()
             self._analysed = trio.Event()
-            self._rows_since -= rows
-            self._rows_at_analysis = (self._rows_at_analysis or 0) + rows
 
     async def wait_analyses(self, count: int) -> None:
         """Return once :meth:`run` has analysed ``count`` times in all."""
