@@ -53,7 +53,7 @@ from penpay.engine import EventCodec, EventSourcedActor
 #: Queued messages one account decides and journals together.
 ACCOUNT_BATCH_MESSAGES_MAX = 512
 #: Events between snapshots of an account (a hot account writes many).
-ACCOUNT_SNAPSHOT_EVERY_EVENTS = 2000
+ACCOUNT_SNAPSHOT_EVERY_EVENTS = 500
 
 
 class Leg(msgspec.Struct, frozen=True, kw_only=True):

@@ -288,7 +288,7 @@ class DerivSession:
                 "country": account.country,
                 "landing_company_name": "virtual" if account.is_virtual else "svg",
                 "scopes": sorted(token.scopes),
-                "user_id": 10_000 + list(self.world.accounts).index(account.loginid),
+                "user_id": account.user_id,
                 "account_list": [
                     {
                         "loginid": account.loginid,

@@ -112,6 +112,8 @@ class Account:
     payment_agent: PaymentAgentTerms | None = None
     withdrawal_caps: ClientWithdrawalCaps = field(default_factory=ClientWithdrawalCaps)
     statement: list[StatementEntry] = field(default_factory=list)  # oldest first
+    #: Deriv's numeric user id, as ``authorize`` reports it: one per account, in order.
+    user_id: int = 0
 
     @property
     def agent_name(self) -> str:
@@ -229,6 +231,9 @@ class DerivWorld:
         self.accounts: dict[str, Account] = {}
         self.tokens: dict[str, Token] = {}
         self.codes: dict[str, VerificationCode] = {}
+        #: The one outstanding code per (e-mail, purpose): issuing replaces it.
+        self._code_for: dict[tuple[str, str], str] = {}
+        self._emails: set[str] = set()
         self.mail: list[Mail] = []
         self.moves: list[MoneyMove] = []
         self.faults: list[Fault] = []
@@ -291,8 +296,10 @@ class DerivWorld:
             country=country,
             payment_agent=terms,
             withdrawal_caps=withdrawal_caps or ClientWithdrawalCaps(),
+            user_id=10_000 + len(self.accounts),
         )
         self.accounts[loginid] = account
+        self._emails.add(email)
         for token, scopes in (tokens or {}).items():
             self.add_token(token, loginid, scopes)
         return account
@@ -458,17 +465,18 @@ class DerivWorld:
         Returns the code, or ``None`` when no account has that e-mail (Deriv
         answers 1 either way, so the caller cannot probe for accounts).
         """
-        if not any(a.email == email for a in self.accounts.values()):
+        if email not in self._emails:
             return None
-        for code, entry in list(self.codes.items()):
-            if entry.email == email and entry.purpose == purpose:
-                del self.codes[code]
+        previous = self.codes.get(self._code_for.pop((email, purpose), ""))
+        if previous is not None and (previous.email, previous.purpose) == (email, purpose):
+            del self.codes[previous.code]
         code = "".join(self.rng.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
         while code in self.codes:  # pragma: no cover - 62**8 space
             code = "".join(self.rng.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
         self.codes[code] = VerificationCode(
             code, email, purpose, self.monotonic() + self.code_ttl_s
         )
+        self._code_for[email, purpose] = code
         self.mail.append(Mail(email, purpose, code, "Do you wish to withdraw funds?", self.now()))
         return code
 
