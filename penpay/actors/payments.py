@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol
 
@@ -108,6 +108,8 @@ class Payments:
     #: Why new money movements must be refused now (a provider is down), or None.
     #: Refusing with 503 beats queueing money behind an outage.
     unavailable: Callable[[], str | None] = lambda: None
+    #: Per user: held while a request's daily cap is checked and its row reserved.
+    _admitting: dict[uuid.UUID, trio.Lock] = field(default_factory=dict, init=False, repr=False)
 
     # ------------------------------------------------------------------ quotes
 
@@ -146,6 +148,23 @@ class Payments:
         if refusal is not None:
             code, detail = refusal
             raise PaymentRefused(422, code, detail, "amount_cents")
+
+    @contextlib.asynccontextmanager
+    async def _one_admission_at_a_time(self, user_id: uuid.UUID) -> AsyncIterator[None]:
+        """Serialise one user's cap check and reservation.
+
+        The cap counts reserved rows, so the check and the insert must be one
+        step: two requests checked side by side would each see the other's
+        amount missing, and both pass. PenPay is one process, so a lock here
+        is that step; other users are not held up.
+        """
+        lock = self._admitting.setdefault(user_id, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._admitting.pop(user_id, None)  # the last one out
 
     async def used_today(self, user: User, type: TransactionType) -> int:
         return await self.index.used_usd_cents(
@@ -250,8 +269,9 @@ class Payments:
         self._eligible(user)
         msisdn = self._phone(user, phone)
         quote = self.quote(type, amount_cents, currency)
-        await self._check_limits(user, quote)
-        row, _ = await self._reserve(user, key, quote)
+        async with self._one_admission_at_a_time(user.id):
+            await self._check_limits(user, quote)
+            row, _ = await self._reserve(user, key, quote)
         assert user.deriv_login_id is not None
         transaction_id = str(row.id)
         return row, {
