@@ -421,7 +421,8 @@ def _awaits_mpesa_answer(state: DepositState) -> bool:
 def _decide_review_query(
     state: DepositState, event: Input, now_ms: int, timings: SagaTimings
 ) -> list[DepositEvent]:
-    """In review without an answer from M-Pesa: keep asking; settle when it answers."""
+    """In review without an answer from M-Pesa: keep asking; settle on an answer that
+    does not contradict the callback (see :func:`_decide_review_answer`)."""
     match event:
         case Deadline(name="stk_review"):
             if state.review_queries >= timings.stk_review_queries_max:
@@ -432,11 +433,45 @@ def _decide_review_query(
         case StkQueryResult(result_code=None):
             return []
         case StkQueryResult() if event.checkout_request_id == state.checkout_request_id:
-            if event.result_code == "0":
-                return [MpesaPaid(now_ms, state.mpesa_receipt, _deriv_reference(state, 1))]
-            code = stk_failure_code(event.result_code or "")
-            return [Failed(now_ms, code, f"M-Pesa {event.result_code}: {event.result_desc}")]
+            return _decide_review_answer(state, event, now_ms)
     return []
+
+
+def _decide_review_answer(
+    state: DepositState, event: StkQueryResult, now_ms: int
+) -> list[DepositEvent]:
+    """A final STK Query answer while parked: "0" settles it as paid, a failure may not.
+
+    When a callback claimed payment, a failure code contradicts it: the customer's
+    shillings may have been taken, so failing (and voiding the float hold) would
+    tell them no money moved. The conflict stays parked for an operator.
+
+    The loop keeps querying through a conflict (still capped at a day): Daraja's
+    query is known to misreport payments that exist (protocols.md, section 0), a
+    later "0" makes both sources agree and is the only way the deposit proceeds
+    as paid, since an operator cannot complete a payment no query confirmed.
+    Repeats of the same failure add nothing to the journal.
+    """
+    if event.result_code == "0":
+        return [MpesaPaid(now_ms, state.mpesa_receipt, _deriv_reference(state, 1))]
+    if state.paid_claimed:
+        return _paid_claim_contradicted(state, event, now_ms)
+    code = stk_failure_code(event.result_code or "")
+    return [Failed(now_ms, code, f"M-Pesa {event.result_code}: {event.result_desc}")]
+
+
+def _paid_claim_contradicted(
+    state: DepositState, event: StkQueryResult, now_ms: int
+) -> list[DepositEvent]:
+    """Parks a deposit whose callback said paid and whose query says it failed.
+
+    Neither source wins on its own, so an operator checks the receipt against
+    the M-Pesa statement. A repeat of the reason already shown changes nothing.
+    """
+    reason = f"callback said paid, query says {event.result_code}"
+    if state.status is Status.NEEDS_REVIEW and state.review_reason == reason:
+        return []
+    return [ReviewNeeded(now_ms, reason)]
 
 
 def _decide_stk_callback(
@@ -477,7 +512,7 @@ def _decide_stk_query(
     if event.result_code == "0":
         return [MpesaPaid(now_ms, state.mpesa_receipt, _deriv_reference(state, 1))]
     if state.paid_claimed:
-        return [ReviewNeeded(now_ms, f"callback said paid, query says {event.result_code}")]
+        return _paid_claim_contradicted(state, event, now_ms)
     code = stk_failure_code(event.result_code)
     return [Failed(now_ms, code, f"M-Pesa {event.result_code}: {event.result_desc}")]
 

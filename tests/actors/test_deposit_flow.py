@@ -446,3 +446,37 @@ def test_a_parked_deposit_stops_asking_after_a_day() -> None:
         flow.feed(Deadline("stk_review"))
     assert flow.feed(Deadline("stk_review")) == []
     assert flow.state.status is Status.NEEDS_REVIEW
+
+
+def test_a_paid_claim_contradicted_by_the_query_stays_parked_until_the_query_says_paid() -> None:
+    """Regression: the review query repeating the failure that made the conflict
+    failed the deposit (hold voided) although the callback said the customer paid."""
+    flow = Flow()
+    flow.feed(START, StkPushAccepted("m1", CHECKOUT))
+    flow.feed(StkCallback(CHECKOUT, "0", "ok", "RCPT1", KES, PHONE))
+    flow.feed(StkQueryResult(CHECKOUT, "1032", "cancelled"))
+    assert flow.state.status is Status.NEEDS_REVIEW
+    events = len(flow.events)
+    commands = flow.feed(Deadline("stk_review"))
+    assert [type(c).__name__ for c in commands] == ["QueryStk", "SetTimer"]
+    assert flow.feed(StkQueryResult(CHECKOUT, "1032", "cancelled")) == []
+    assert flow.state.status is Status.NEEDS_REVIEW and flow.state.failure is None
+    assert len(flow.events) == events + 1  # only the query; the repeat adds nothing
+    assert "deriv_float_released" not in flow.postings()
+    commands = flow.feed(StkQueryResult(CHECKOUT, "0"))
+    assert flow.state.status is Status.AWAITING_DERIV_CONFIRMATION
+    assert any(isinstance(c, CreditDeriv) for c in commands)
+    assert flow.replayed() == flow.state
+
+
+def test_a_paid_claim_parked_for_lack_of_an_answer_is_not_failed_by_a_late_failure() -> None:
+    flow = Flow()
+    flow.feed(START, StkPushAccepted("m1", CHECKOUT))
+    flow.feed(StkCallback(CHECKOUT, "0", "ok", "RCPT1", KES, PHONE))
+    for _ in range(TIMINGS.stk_queries_max + 1):
+        flow.feed(Deadline("stk"), StkQueryResult(CHECKOUT, None))
+    assert flow.state.status is Status.NEEDS_REVIEW
+    flow.feed(Deadline("stk_review"), StkQueryResult(CHECKOUT, "1032", "cancelled"))
+    assert flow.state.status is Status.NEEDS_REVIEW
+    assert flow.state.review_reason == "callback said paid, query says 1032"
+    assert "deriv_float_released" not in flow.postings()
