@@ -12,8 +12,10 @@ from typing import Any, Protocol
 
 import msgspec
 
-#: Statuses whose money did not stay moved; they do not count towards daily caps.
-NOT_COUNTED = ("FAILED", "REVERSED")
+#: A reserved transaction that was refused before it started (an internal status).
+REFUSED = "REFUSED"
+#: Statuses whose money did not stay moved, or never moved; they count towards no cap.
+NOT_COUNTED = ("FAILED", "REVERSED", REFUSED)
 
 
 class TransactionRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,9 +38,20 @@ class TransactionIndex(Protocol):
 
     async def update(
         self, transaction_id: uuid.UUID, status: str, view: dict[str, Any], at: datetime
-    ) -> None: ...
+    ) -> None:
+        """Store what the transaction reported, unless a later report is already stored.
+
+        Reports can arrive out of order (the answer to a Start is written after
+        the actor has moved on and reported again), so a view whose
+        ``history`` is shorter than the stored one is stale and is ignored.
+        """
+        ...
 
     async def get(self, transaction_id: uuid.UUID) -> TransactionRow | None: ...
+
+    async def find(self, user_id: uuid.UUID, idempotency_key: str) -> TransactionRow | None:
+        """The transaction this user's ``idempotency_key`` was reserved for, if any."""
+        ...
 
     async def page(
         self,

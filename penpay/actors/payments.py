@@ -26,7 +26,7 @@ from penpay.actors.callbacks import CallbackTokens
 from penpay.actors.daraja import InvalidPhoneNumber, normalize_msisdn
 from penpay.actors.deriv import DerivApiError, DerivError, DerivGateway, InvalidToken
 from penpay.actors.fx import FxPolicy, Quote, TransactionType
-from penpay.actors.index import TransactionIndex, TransactionRow
+from penpay.actors.index import REFUSED, TransactionIndex, TransactionRow
 from penpay.actors.policy import Limits
 from penpay.actors.saga import Resolve, Status
 from penpay.actors.transaction import (
@@ -45,8 +45,6 @@ from penpay.money import Currency, MoneyError
 log = logging.getLogger("penpay.payments")
 
 NAIROBI = timezone(timedelta(hours=3))
-#: Internal status of a reserved transaction that was refused before it started.
-REFUSED = "REFUSED"
 #: A reserved transaction not started this long after its creation is closed by
 #: :meth:`Payments.sweep_unstarted`: no Start can still be in flight by then.
 UNSTARTED_GRACE_S = 300.0
@@ -88,6 +86,23 @@ class PaymentRefused(PenPayError):
         self.code = code
         self.detail = detail
         self.field = field
+
+
+def _same_request(row: TransactionRow, quote: Quote, currency: Currency) -> None:
+    """Refuse a key that already names a different transaction.
+
+    The idempotency store forgets a finished key after 72 hours, but the key
+    stays bound to its transaction here for good: reused later for another
+    type or amount, it must not restart (or be answered with) the old one.
+    """
+    amount = (row.usd_cents, quote.usd_cents) if currency is Currency.USD else (
+        row.kes_cents, quote.kes_cents
+    )
+    if row.type != quote.type.value or amount[0] != amount[1]:
+        raise PaymentRefused(
+            422, "idempotency_key_reused",
+            "this Idempotency-Key was used for a different transaction",
+        )
 
 
 def day_start(now: datetime) -> datetime:
@@ -270,8 +285,15 @@ class Payments:
         msisdn = self._phone(user, phone)
         quote = self.quote(type, amount_cents, currency)
         async with self._one_admission_at_a_time(user.id):
-            await self._check_limits(user, quote)
-            row, _ = await self._reserve(user, key, quote)
+            row = await self.index.find(user.id, key)
+            if row is not None:
+                _same_request(row, quote, currency)
+            if row is None or row.status == REFUSED:
+                # A row that is live already counts towards the cap (and a
+                # started one moves no more money): only new money is checked.
+                await self._check_limits(user, quote)
+            if row is None:
+                row, _ = await self._reserve(user, key, quote)
         assert user.deriv_login_id is not None
         transaction_id = str(row.id)
         return row, {

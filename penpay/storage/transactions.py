@@ -20,6 +20,12 @@ from penpay.storage.pg import Database, Record
 
 __all__ = ["MemoryTransactionIndex", "PgTransactionIndex", "TransactionIndex", "TransactionRow"]
 
+def _history_length(view: dict[str, Any]) -> int:
+    """How many status changes a view reports: the order of a transaction's reports."""
+    history = view.get("history")
+    return len(history) if isinstance(history, list) else 0
+
+
 def _row(record: Record) -> TransactionRow:
     view = record["view"]
     return TransactionRow(
@@ -66,12 +72,23 @@ class PgTransactionIndex:
         self, transaction_id: uuid.UUID, status: str, view: dict[str, Any], at: datetime
     ) -> None:
         await self.db.execute(
-            "UPDATE transactions SET status = $2, view = $3::jsonb, updated_at = $4 WHERE id = $1",
-            transaction_id, status, msgspec.json.encode(view).decode(), at,
+            """
+            UPDATE transactions SET status = $2, view = $3::jsonb, updated_at = $4
+            WHERE id = $1
+              AND jsonb_array_length(coalesce(view -> 'history', '[]'::jsonb)) <= $5
+            """,
+            transaction_id, status, msgspec.json.encode(view).decode(), at, _history_length(view),
         )
 
     async def get(self, transaction_id: uuid.UUID) -> TransactionRow | None:
         record = await self.db.fetchrow("SELECT * FROM transactions WHERE id = $1", transaction_id)
+        return _row(record) if record is not None else None
+
+    async def find(self, user_id: uuid.UUID, idempotency_key: str) -> TransactionRow | None:
+        record = await self.db.fetchrow(
+            "SELECT * FROM transactions WHERE user_id = $1 AND idempotency_key = $2",
+            user_id, idempotency_key,
+        )
         return _row(record) if record is not None else None
 
     async def page(
@@ -143,13 +160,17 @@ class MemoryTransactionIndex:
         self, transaction_id: uuid.UUID, status: str, view: dict[str, Any], at: datetime
     ) -> None:
         row = self.rows.get(transaction_id)
-        if row is not None:
+        if row is not None and _history_length(row.view) <= _history_length(view):
             self.rows[transaction_id] = msgspec.structs.replace(
                 row, status=status, view=view, updated_at=at
             )
 
     async def get(self, transaction_id: uuid.UUID) -> TransactionRow | None:
         return self.rows.get(transaction_id)
+
+    async def find(self, user_id: uuid.UUID, idempotency_key: str) -> TransactionRow | None:
+        found = self._by_key.get((user_id, idempotency_key))
+        return self.rows[found] if found is not None else None
 
     async def page(
         self,

@@ -8,38 +8,18 @@ whether it had started, so its reserved index row stayed PENDING for ever.
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import trio
 
 from penpay.actors.deposit import Start
 from penpay.actors.payments import REFUSED, UNSTARTED_GRACE_S, UNSTARTED_SWEEP_INTERVAL_S
 from penpay.actors.transaction import AbandonIfNotStarted, DepositActor
-from penpay.engine import Actor
-from penpay.sim.chaos import Chaos, SimulatedActorCrash
+from penpay.sim.chaos import Chaos
 from penpay.sim.determinism import sim_clock
 from penpay.sim.trace import Trace
 from penpay.sim.workload import Operator, Stats, User
 from penpay.sim.world import SimWorld
-
-
-def _crashing(build: Any, crashes: dict[type, int]) -> Any:
-    """Instances of ``build`` that crash on the next ``crashes[type]`` messages of each type."""
-
-    def factory() -> Actor:
-        instance = build()
-        receive = instance.receive
-
-        async def crashy(message: Any) -> Any:
-            if crashes.get(type(message), 0) > 0:
-                crashes[type(message)] -= 1
-                raise SimulatedActorCrash(f"scripted crash on {type(message).__name__}")
-            return await receive(message)
-
-        instance.receive = crashy
-        return instance
-
-    return factory
+from tests.sim.scripted import crash_on
 
 
 async def _scenario() -> None:
@@ -49,16 +29,9 @@ async def _scenario() -> None:
         await world.start(root)
         user = User(1, world, Operator(world.router, world.trace, stats, 1), stats, 1)
         assert await user.onboard()
-        system = world.system
-        props = system._props[DepositActor]
         # Start crashes, and so does the first question about it.
         crashes: dict[type, int] = {Start: 1, AbandonIfNotStarted: 1}
-        system.register(
-            DepositActor,
-            _crashing(props.factory, crashes),
-            supervision=props.supervision,
-            passivate_after_s=props.passivate_after_s,
-        )
+        crash_on(world, DepositActor, crashes)
         response = await user._authed(
             "POST", "/deposits", "deposit", headers={"Idempotency-Key": "k" * 32},
             json={"amount_cents": 500, "currency": "USD"},

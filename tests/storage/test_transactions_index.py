@@ -72,7 +72,7 @@ async def test_pages_newest_first_with_filters(index: TransactionIndex) -> None:
     assert len(everyone) == 6
 
 
-async def test_daily_usage_excludes_failed_and_reversed(index: TransactionIndex) -> None:
+async def test_daily_usage_excludes_failed_reversed_and_refused(index: TransactionIndex) -> None:
     await index.reserve(row(1, usd=500, minutes=10))
     await index.reserve(row(2, usd=700, minutes=20))
     await index.reserve(row(3, usd=900, minutes=30))
@@ -80,3 +80,31 @@ async def test_daily_usage_excludes_failed_and_reversed(index: TransactionIndex)
     await index.update(uuid.UUID(int=103), "FAILED", {}, T0)
     assert await index.used_usd_cents(ALICE, "deposit", T0) == 1200
     assert await index.used_usd_cents(ALICE, "withdrawal", T0) == 0
+    await index.reserve(row(5, usd=300, minutes=40))
+    await index.update(uuid.UUID(int=105), "REFUSED", {}, T0)  # closed before it started
+    assert await index.used_usd_cents(ALICE, "deposit", T0) == 1200
+
+
+async def test_find_names_the_row_a_key_was_reserved_for(index: TransactionIndex) -> None:
+    await index.reserve(row(1, key="k-alice"))
+    found = await index.find(ALICE, "k-alice")
+    assert found is not None and found.id == uuid.UUID(int=101)
+    assert await index.find(BOB, "k-alice") is None  # keys are per user
+    assert await index.find(ALICE, "k-other") is None
+
+
+def _reported(*statuses: str) -> dict[str, object]:
+    return {"status": statuses[-1], "history": [{"status": s} for s in statuses]}
+
+
+async def test_a_stale_report_does_not_replace_a_later_one(index: TransactionIndex) -> None:
+    await index.reserve(row(1))
+    tx = uuid.UUID(int=101)
+    await index.update(tx, "FAILED", _reported("PENDING", "FAILED"), T0)
+    await index.update(tx, "PENDING", _reported("PENDING"), T0)  # Start's answer, written late
+    got = await index.get(tx)
+    assert got is not None and (got.status, got.view) == ("FAILED", _reported("PENDING", "FAILED"))
+    await index.update(tx, "FAILED", _reported("PENDING", "FAILED"), T0)  # the same, again
+    await index.update(tx, "REFUSED", {}, T0)  # a started transaction is never refused
+    got = await index.get(tx)
+    assert got is not None and got.status == "FAILED"
