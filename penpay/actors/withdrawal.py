@@ -85,6 +85,15 @@ from penpay.money import Currency
 
 #: Deriv's answers to a verification code that is wrong, expired, used or another user's.
 CODE_REJECTIONS = frozenset({"InvalidToken", "BadSession"})
+#: B2C result codes that say M-Pesa refused the payout for good (protocols.md 1.5):
+#: balance, limits, the initiator's rights and credentials, the receiving party,
+#: a malformed request. Any other failure code (17 internal failure, 26 system
+#: busy, 15 duplicate, 100000000 "cached, waiting for resending", or one not seen
+#: before) does not prove no money left, so Transaction Status decides it.
+B2C_FINAL_FAILURES = frozenset({
+    "1", "2", "3", "4", "8", "11", "18", "20", "21", "22", "24", "25", "29",
+    "2001", "2006", "2028", "2040", "8006", "SFC_IC0003",
+})
 
 # ------------------------------------------------------------------------ state
 
@@ -487,6 +496,11 @@ def _decide_payout_result(
         return []  # status query had no answer yet; the b2c deadline asks again
     if event.result_code == "0":
         return [Completed(now_ms, event.receipt)]
+    if not event.from_status_query and event.result_code not in B2C_FINAL_FAILURES:
+        # A failure that may not be final: the USD goes back only once a query says so.
+        return [] if state.payout_unknown else [
+            PayoutUnknown(now_ms, f"M-Pesa {event.result_code}: {event.result_desc}")
+        ]
     if event.from_status_query and not event.payout_failed:
         if state.payout_conversation_id is not None:
             # M-Pesa took the request but cannot show it yet: it may still pay, so

@@ -264,6 +264,31 @@ def test_a_failed_payout_returns_the_usd_to_deriv() -> None:
     assert all(v == 0 for v in net(flow.posted()).values())  # every account back where it was
 
 
+@pytest.mark.parametrize("code", ["100000000", "17", "26", "15", "9999"])
+def test_a_payout_failure_that_may_not_be_final_is_confirmed_before_usd_goes_back(
+    code: str,
+) -> None:
+    """'Cached, waiting for resending', an internal failure, a busy system, a
+    duplicate or an unknown code: M-Pesa may still pay, so ask before returning."""
+    flow = withdrawn_flow()
+    flow.feed(B2CAccepted(ORIGINATOR, "AG_1"))
+    assert flow.feed(B2CResult(ORIGINATOR, code, "not final")) == [QueryB2C(ORIGINATOR, "tok")]
+    assert flow.feed(B2CResult(ORIGINATOR, code, "not final")) == []  # a repeat asks no more
+    assert flow.state.status is Status.AWAITING_MPESA_DISBURSEMENT
+    flow.feed(B2CResult(ORIGINATOR, "0", "ok", "R", KES, from_status_query=True))
+    assert flow.state.status is Status.COMPLETED
+    assert flow.returns() == []
+
+
+def test_a_not_final_payout_failure_the_status_query_confirms_returns_the_usd() -> None:
+    flow = withdrawn_flow()
+    flow.feed(B2CAccepted(ORIGINATOR, "AG_1"), B2CResult(ORIGINATOR, "17", "internal failure"))
+    flow.feed(B2CResult(ORIGINATOR, "status Failed", "", from_status_query=True,
+                        payout_failed=True))
+    assert flow.state.status is Status.REVERSING
+    assert len(flow.returns()) == 1
+
+
 def test_a_sync_rejection_of_the_payout_returns_the_usd() -> None:
     flow = withdrawn_flow()
     flow.feed(B2CRejected(ORIGINATOR, "400.002.02", "Invalid Amount"))
