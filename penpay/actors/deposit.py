@@ -30,6 +30,7 @@ import msgspec
 
 from penpay.actors.fx import Quote
 from penpay.actors.saga import (
+    B2C_FINAL_FAILURES,
     TERMINAL,
     Account,
     B2CAccepted,
@@ -104,6 +105,10 @@ class DepositState(msgspec.Struct, frozen=True, kw_only=True):
     deriv_lookups: int = 0
     deriv_transaction_id: int | None = None
     refund_originator_id: str | None = None
+    #: Which refund attempt ``refund_originator_id`` names (0: none yet).
+    refund_attempt: int = 0
+    #: The attempt is known to have failed for good, so another may be made.
+    refund_failed: bool = False
     refund_conversation_id: str | None = None
     refund_unknown: bool = False
     refund_queries: int = 0
@@ -191,6 +196,7 @@ class RefundStarted(DepositEvent, frozen=True, tag="deposit.refund_started"):
     reason_code: str
     detail: str
     originator_conversation_id: str
+    attempt: int = 1
 
 
 class RefundAccepted(DepositEvent, frozen=True, tag="deposit.refund_accepted"):
@@ -221,6 +227,12 @@ class ReviewNeeded(DepositEvent, frozen=True, tag="deposit.review_needed"):
     reason: str
 
 
+class RefundFailed(DepositEvent, frozen=True, tag="deposit.refund_failed"):
+    """M-Pesa refused the refund for good: review, and a new attempt may be made."""
+
+    reason: str
+
+
 class Resolved(DepositEvent, frozen=True, tag="deposit.resolved"):
     action: str
     note: str
@@ -231,6 +243,7 @@ EVENT_TYPES: tuple[type[DepositEvent], ...] = (
     Created, StkAccepted, StkUnknown, PaymentClaimed, StkQueried, MpesaPaid, Failed,
     DerivCreditUnknown, DerivLookedUp, DerivRetried, Completed, RefundStarted, RefundAccepted,
     RefundUnknown, RefundQueried, RefundResent, Refunded, ReviewQueried, ReviewNeeded, Resolved,
+    RefundFailed,
 )
 
 
@@ -312,8 +325,23 @@ def _deriv_reference(state: DepositState, attempt: int) -> str:
     return f"PenPay deposit {state.transaction_id} attempt {attempt}"
 
 
-def _refund_originator(state: DepositState) -> str:
-    return f"PPR{state.transaction_id.replace('-', '')}"
+def _refund_originator(state: DepositState, attempt: int) -> str:
+    base = f"PPR{state.transaction_id.replace('-', '')}"
+    return base if attempt == 1 else f"{base}N{attempt}"
+
+
+def _refund_started(
+    state: DepositState, reason_code: str, detail: str, now_ms: int
+) -> RefundStarted:
+    """The refund, or another attempt at it once the last one failed for good.
+
+    While the last attempt's outcome is unknown, the same OriginatorConversationID
+    is sent again (Daraja refuses a duplicate and its status settles it), so the
+    customer can never be refunded twice; only a known failure earns a new id.
+    """
+    attempt = state.refund_attempt + 1 if state.refund_failed else max(state.refund_attempt, 1)
+    originator = _refund_originator(state, attempt)
+    return RefundStarted(now_ms, reason_code, detail, originator, attempt)
 
 
 def _money_collected(state: DepositState) -> bool:
@@ -387,7 +415,7 @@ def _decide_deriv(
             return [Completed(now_ms, event.deriv_transaction_id)]
         case DerivRejected() if event.reference == state.deriv_reference:
             detail = f"{event.code}: {event.message}"
-            return [RefundStarted(now_ms, "deriv_rejected", detail, _refund_originator(state))]
+            return [_refund_started(state, "deriv_rejected", detail, now_ms)]
         case DerivUnknown() if event.reference == state.deriv_reference:
             return [DerivCreditUnknown(now_ms, event.reference, event.reason)]
         case DerivLookup() if event.reference == state.deriv_reference and state.deriv_unknown:
@@ -405,7 +433,10 @@ def _decide_refund(
             # Daraja already has this payout (we resent after a restart): ask its status.
             return [RefundUnknown(now_ms, "M-Pesa already holds this refund request")]
         case B2CRejected():
-            return [ReviewNeeded(now_ms, f"refund refused by M-Pesa: {event.error_code}")]
+            reason = f"refund refused by M-Pesa: {event.error_code}"
+            if state.refund_conversation_id is not None:
+                return [ReviewNeeded(now_ms, reason)]  # it took a request with this id before
+            return [RefundFailed(now_ms, reason)]
         case B2CUnknown():
             return [RefundUnknown(now_ms, event.reason)]
         case B2CResult():
@@ -563,7 +594,11 @@ def _decide_refund_result(
         if state.refund_queries >= timings.b2c_queries_max:
             return [ReviewNeeded(now_ms, "refund never reached M-Pesa")]
         return [RefundResent(now_ms)]
-    return [ReviewNeeded(now_ms, f"refund failed: M-Pesa {event.result_code} {event.result_desc}")]
+    reason = f"refund failed: M-Pesa {event.result_code} {event.result_desc}"
+    if event.from_status_query or event.result_code in B2C_FINAL_FAILURES:
+        return [RefundFailed(now_ms, reason)]
+    # A failure that may not be final (see B2C_FINAL_FAILURES): M-Pesa's status decides.
+    return [] if state.refund_unknown else [RefundUnknown(now_ms, reason)]
 
 
 def _decide_resolve(state: DepositState, event: Resolve, now_ms: int) -> list[DepositEvent]:
@@ -578,10 +613,7 @@ def _decide_resolve(state: DepositState, event: Resolve, now_ms: int) -> list[De
         case "reverse":
             if not _money_collected(state):
                 raise ResolveRefused("nothing to reverse: M-Pesa payment was never confirmed")
-            return [
-                resolved,
-                RefundStarted(now_ms, "operator_reversed", event.note, _refund_originator(state)),
-            ]
+            return [resolved, _refund_started(state, "operator_reversed", event.note, now_ms)]
         case "fail":
             if _money_collected(state):
                 raise ResolveRefused("cannot fail: M-Pesa collected the money; reverse it instead")
@@ -668,9 +700,15 @@ def evolve(state: DepositState, event: DepositEvent) -> DepositState:
             )
             return _status(state, Status.COMPLETED, event.at_ms)
         case RefundStarted():
+            if event.attempt != state.refund_attempt:  # a new request: nothing known of it yet
+                state = r(
+                    state, refund_conversation_id=None, refund_unknown=False, refund_queries=0
+                )
             state = r(
                 state,
                 refund_originator_id=event.originator_conversation_id,
+                refund_attempt=event.attempt,
+                refund_failed=False,
                 failure=Failure(event.reason_code, event.detail),
                 deriv_unknown=False,
                 in_suspense=False,
@@ -689,10 +727,14 @@ def evolve(state: DepositState, event: DepositEvent) -> DepositState:
             return _status(r(state, refund_receipt=event.receipt), Status.REVERSED, event.at_ms)
         case ReviewQueried():
             return r(state, review_queries=state.review_queries + 1, updated_at_ms=event.at_ms)
-        case ReviewNeeded():
+        case ReviewNeeded() | RefundFailed():
             parked = _money_collected(state)
             cycles = state.suspensions + (1 if parked and not state.in_suspense else 0)
-            state = r(state, review_reason=event.reason, in_suspense=parked, suspensions=cycles)
+            failed = state.refund_failed or isinstance(event, RefundFailed)
+            state = r(
+                state, review_reason=event.reason, in_suspense=parked, suspensions=cycles,
+                refund_failed=failed,
+            )
             return _status(state, Status.NEEDS_REVIEW, event.at_ms)
         case Resolved():
             return r(state, updated_at_ms=event.at_ms)
@@ -769,7 +811,7 @@ def react(
             ]
         case Refunded():
             commands.append(PostLedger(_refunded(after)))
-        case ReviewNeeded():
+        case ReviewNeeded() | RefundFailed():
             if after.in_suspense and not before.in_suspense:
                 commands.append(PostLedger(_suspend(after)))
             if _awaits_mpesa_answer(after):

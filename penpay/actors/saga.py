@@ -252,6 +252,17 @@ class B2CUnknown(Input, frozen=True, tag="b2c_unknown"):
     reason: str
 
 
+#: B2C result codes that say M-Pesa refused the payout for good (protocols.md 1.5):
+#: balance, limits, the initiator's rights and credentials, the receiving party,
+#: a malformed request. Any other failure code (17 internal failure, 26 system
+#: busy, 15 duplicate, 100000000 "cached, waiting for resending", or one not seen
+#: before) does not prove no money left, so Transaction Status decides it.
+B2C_FINAL_FAILURES = frozenset({
+    "1", "2", "3", "4", "8", "11", "18", "20", "21", "22", "24", "25", "29",
+    "2001", "2006", "2028", "2040", "8006", "SFC_IC0003",
+})
+
+
 class B2CResult(Input, frozen=True, tag="b2c_result"):
     """A B2C result or a Transaction Status answer about the payout.
 

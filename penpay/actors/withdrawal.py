@@ -48,6 +48,7 @@ import msgspec
 from penpay.actors.deposit import DUPLICATE_ORIGINATOR
 from penpay.actors.fx import Quote
 from penpay.actors.saga import (
+    B2C_FINAL_FAILURES,
     TERMINAL,
     Account,
     B2CAccepted,
@@ -85,15 +86,6 @@ from penpay.money import Currency
 
 #: Deriv's answers to a verification code that is wrong, expired, used or another user's.
 CODE_REJECTIONS = frozenset({"InvalidToken", "BadSession"})
-#: B2C result codes that say M-Pesa refused the payout for good (protocols.md 1.5):
-#: balance, limits, the initiator's rights and credentials, the receiving party,
-#: a malformed request. Any other failure code (17 internal failure, 26 system
-#: busy, 15 duplicate, 100000000 "cached, waiting for resending", or one not seen
-#: before) does not prove no money left, so Transaction Status decides it.
-B2C_FINAL_FAILURES = frozenset({
-    "1", "2", "3", "4", "8", "11", "18", "20", "21", "22", "24", "25", "29",
-    "2001", "2006", "2028", "2040", "8006", "SFC_IC0003",
-})
 
 # ------------------------------------------------------------------------ state
 

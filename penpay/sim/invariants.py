@@ -200,7 +200,10 @@ class Checker:
         """Which transactions make the M-Pesa float differ from Daraja's own records."""
         daraja = self.world.boxes.daraja.world
         collected = {c.checkout_request_id: c.amount_cents for c in daraja.collections}
-        paid = {p.originator_conversation_id: p.amount_cents for p in daraja.payouts}
+        paid: dict[str, int] = {}
+        for p in daraja.payouts:  # a refund's later attempts carry "N<attempt>" after its id
+            identity = p.originator_conversation_id.split("N", 1)[0]
+            paid[identity] = paid.get(identity, 0) + p.amount_cents
         booked: dict[str, int] = {}
         for t in self.world.durable.transfers.all_transfers():
             if t.transaction_id is None or t.kind.value in ("pending", "void_pending"):
@@ -220,7 +223,7 @@ class Checker:
             theirs = collected.get(checkout or "", 0)
             for originator in (getattr(state, "refund_originator_id", None),
                                getattr(state, "payout_originator_id", None)):
-                theirs -= paid.get(originator or "", 0)
+                theirs -= paid.get((originator or "").split("N", 1)[0], 0)
             ours = booked.get(transaction_id, 0)
             if ours != theirs:
                 lines.append(f"{transaction_id} {state.status.value}: M-Pesa {theirs}, "

@@ -244,6 +244,53 @@ def test_a_duplicate_originator_rejection_is_settled_by_a_status_query() -> None
     assert flow.state.status is Status.REVERSED
 
 
+def _refunding() -> tuple[Flow, str]:
+    flow = paid_flow()
+    flow.feed(DerivRejected(flow.reference, "PaymentAgentTransferError", "nope"))
+    originator = flow.state.refund_originator_id
+    assert originator is not None
+    return flow, originator
+
+
+def _refunds(flow: Flow) -> list[str]:
+    return [c.originator_conversation_id for c in flow.commands if isinstance(c, PayB2C)]
+
+
+def test_a_refund_m_pesa_refused_for_good_can_be_reversed_again_with_a_new_id() -> None:
+    flow, first = _refunding()
+    flow.feed(B2CAccepted(first, "AG_1"), B2CResult(first, "1", "The balance is insufficient"))
+    assert flow.state.status is Status.NEEDS_REVIEW and flow.state.in_suspense
+    flow.feed(Resolve("reverse", "utility account topped up", "op@penpay"))
+    assert flow.state.status is Status.REVERSING
+    second = flow.state.refund_originator_id
+    assert _refunds(flow) == [first, second] and second == f"{first}N2"
+    flow.feed(B2CResult(first, "0", "ok", "LATE", KES))  # news of the old attempt: ignored
+    assert flow.state.status is Status.REVERSING
+    flow.feed(B2CAccepted(second, "AG_2"), B2CResult(second, "0", "ok", "RFND2", KES))
+    assert flow.state.status is Status.REVERSED
+    assert Counter(flow.postings())["mpesa_refunded"] == 1
+    assert flow.replayed() == flow.state
+
+
+def test_a_reversal_while_the_refund_may_still_pay_resends_the_same_id() -> None:
+    flow, first = _refunding()
+    flow.feed(B2CAccepted(first, "AG_1"))
+    for _ in range(TIMINGS.b2c_queries_max + 1):
+        flow.feed(Deadline("b2c"))
+    assert flow.state.status is Status.NEEDS_REVIEW
+    flow.feed(Resolve("reverse", "try again", "op@penpay"))
+    assert _refunds(flow) == [first, first]  # Daraja refuses a duplicate: never paid twice
+
+
+def test_a_refund_failure_that_may_not_be_final_is_settled_by_a_status_query() -> None:
+    flow, first = _refunding()
+    flow.feed(B2CAccepted(first, "AG_1"))
+    assert flow.feed(B2CResult(first, "17", "Internal Failure")) == [QueryB2C(first, "tok")]
+    assert flow.state.status is Status.REVERSING
+    flow.feed(B2CResult(first, "0", "ok", "RFND1", KES, from_status_query=True))
+    assert flow.state.status is Status.REVERSED
+
+
 def test_socket_drop_during_the_credit_is_reconciled_when_the_transfer_is_found() -> None:
     flow = paid_flow()
     commands = flow.feed(DerivUnknown(flow.reference, "socket closed"))
