@@ -34,6 +34,7 @@ from penpay.actors.deriv_actor import DerivGatewayActor
 from penpay.actors.fx import FxPolicy
 from penpay.actors.ledger import DEFAULT_CHART, Ledger
 from penpay.actors.ledger_port import LedgerAdapter, fund
+from penpay.actors.limits_view import limits_provider
 from penpay.actors.mpesa import CallbackUrls, MpesaGateway
 from penpay.actors.payments import Payments, run_unstarted_sweeper
 from penpay.actors.policy import Limits
@@ -416,7 +417,7 @@ async def assemble(
     return Services(
         system=system, readiness=readiness, auth=auth, audit=audit, idempotency=idempotency,
         rate_limiter=limiter if settings.rate_limits_enabled else None,
-        payments=payments, ledger=ledger,
+        limits_for=limits_provider(payments), payments=payments, ledger=ledger,
         provider_balances=provider_balances,
         callbacks=CallbackDeps(
             system=system, tokens=tokens, store=PgRawCallbacks(storage.db),
@@ -489,9 +490,11 @@ async def resume_unfinished(system: ActorSystem, payments: Payments) -> None:
         log.info("resumed %d unfinished transactions", resumed)
 
 
-UNFINISHED = tuple(
-    s.value for s in Status if s not in TERMINAL and s is not Status.NEEDS_REVIEW
-)
+#: Statuses woken at start-up. NEEDS_REVIEW is among them: a deposit parked there
+#: without M-Pesa's answer keeps querying STK on a timer (``stk_review``) that only
+#: its recovery re-arms, so one left asleep would never settle itself. (Waking the
+#: other parked transactions only re-issues their postings, which are idempotent.)
+UNFINISHED = tuple(s.value for s in Status if s not in TERMINAL)
 
 
 async def _watch_signals(

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from penpay.engine import Actor, ActorStatus, EngineError, EventSourcedActor
+from penpay.http.params import ascii_int
 from penpay.http.problems import FieldError, Problem
 from penpay.http.responses import json_response
 from penpay.http.services import Services
@@ -15,12 +16,13 @@ _LIMIT_MAX = 1000
 
 def _limit(request: Request) -> int:
     raw = request.query_params.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= _LIMIT_MAX:
+    limit = ascii_int(raw, 1, _LIMIT_MAX)
+    if limit is None:
         raise Problem(
             422, "validation_failed", "limit must be an integer from 1 to 1000",
             errors=[FieldError("limit", f"got {raw!r}")],
         )
-    return int(raw)
+    return limit
 
 
 async def list_actors(request: Request) -> Response:

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from penpay.actors.ledger import Ledger
 from penpay.http.auth.guards import admin_only
+from penpay.http.params import ascii_int
 from penpay.http.problems import FieldError, Problem
 from penpay.http.responses import json_response
 from penpay.http.services import Services
@@ -21,6 +22,9 @@ ProviderBalances = Callable[[], Awaitable[dict[str, int | None]]]
 
 #: Which ledger account mirrors which provider balance.
 FLOATS = ("deriv_float", "mpesa_float")
+
+#: The largest transfers cursor parsed: beyond it no row exists, and the store's BIGINT overflows.
+CURSOR_MAX = 2**62
 
 
 def _ledger(request: Request) -> Ledger:
@@ -70,10 +74,11 @@ async def list_transfers(request: Request) -> Response:
             errors=[FieldError("account", f"got {account!r}")],
         )
     raw_cursor = request.query_params.get("cursor", "0")
-    if not raw_cursor.isdigit():
+    cursor = ascii_int(raw_cursor, 0, CURSOR_MAX)
+    if cursor is None:
         raise Problem(422, "validation_failed", "bad cursor",
                       errors=[FieldError("cursor", "use next_cursor from a previous page")])
-    page = await ledger.account_transfers(account, after_cursor=int(raw_cursor), limit=100)
+    page = await ledger.account_transfers(account, after_cursor=cursor, limit=100)
     return json_response({
         "items": page.transfers,
         "next_cursor": str(page.next_cursor) if page.next_cursor is not None else None,

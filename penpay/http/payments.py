@@ -19,9 +19,11 @@ from starlette.routing import Route
 
 from penpay.actors.fx import TransactionType, format_rate
 from penpay.actors.payments import PaymentRefused, Payments
+from penpay.actors.views import rfc3339
 from penpay.http.auth.body import read_json
 from penpay.http.auth.guards import admin_only, require_user
 from penpay.http.idempotency import idempotent
+from penpay.http.params import ascii_int, canonical_uuid
 from penpay.http.problems import FieldError, Problem
 from penpay.http.ratelimit import STK_PER_PHONE, WITHDRAWAL_CODES_PER_USER, WRITES_PER_USER, enforce
 from penpay.http.responses import json_response
@@ -30,6 +32,8 @@ from penpay.money import Currency
 from penpay.storage.identity import User
 
 LIST_LIMIT_MAX = 100
+#: The largest ``amount_cents`` a quote parses (12 digits); the limits refuse far less.
+QUOTE_AMOUNT_CENTS_MAX = 10**12 - 1
 
 
 class DepositBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -89,20 +93,17 @@ async def quote(request: Request) -> Response:
     )
     if type_raw not in ("deposit", "withdrawal"):
         errors.append(FieldError("type", "deposit or withdrawal"))
-    if not amount_raw.isdigit() or int(amount_raw) <= 0:
+    amount = ascii_int(amount_raw, 1, QUOTE_AMOUNT_CENTS_MAX)
+    if amount is None:
         errors.append(FieldError("amount_cents", "a positive integer"))
     if currency_raw not in ("USD", "KES"):
         errors.append(FieldError("currency", "USD or KES"))
-    if errors:
+    if errors or amount is None:
         raise Problem(422, "validation_failed", "The query is not valid.", errors=errors)
     try:
-        q = _payments(request).quote(
-            TransactionType(type_raw), int(amount_raw), Currency(currency_raw)
-        )
+        q = _payments(request).quote(TransactionType(type_raw), amount, Currency(currency_raw))
     except PaymentRefused as exc:
         raise _refused(exc) from None
-    from penpay.actors.views import rfc3339
-
     return json_response(
         {
             "type": q.type.value,
@@ -189,9 +190,17 @@ async def link_deriv_account(request: Request) -> Response:
     return json_response(linked)
 
 
+def _transaction_id(request: Request) -> str:
+    """The path's transaction id as actors key it; malformed: 404, as an unknown id is."""
+    transaction_id = canonical_uuid(request.path_params["id"])
+    if transaction_id is None:
+        raise Problem(404, "not_found", "No such transaction.")
+    return transaction_id
+
+
 async def get_transaction(request: Request) -> Response:
     user = await _user(request)
-    view = await _payments(request).view(request.path_params["id"], user.id)
+    view = await _payments(request).view(_transaction_id(request), user.id)
     if view is None:
         raise Problem(404, "not_found", "No such transaction.")
     return json_response(view)
@@ -202,7 +211,10 @@ def _cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
         return None
     try:
         stamp, _, ident = base64.urlsafe_b64decode(raw.encode()).decode().partition("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(ident)
+        created_at, key = datetime.fromisoformat(stamp), canonical_uuid(ident)
+        if created_at.tzinfo is None or key is None:  # ours are aware; naive ones don't compare
+            raise ValueError(raw)
+        return created_at, uuid.UUID(key)
     except (ValueError, UnicodeDecodeError):
         raise Problem(
             422, "validation_failed", "The cursor is not valid.",
@@ -217,7 +229,8 @@ def _next_cursor(created_at: datetime, ident: uuid.UUID) -> str:
 async def _page(request: Request, user_id: uuid.UUID | None) -> Response:
     params = request.query_params
     limit_raw = params.get("limit", "20")
-    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= LIST_LIMIT_MAX:
+    limit = ascii_int(limit_raw, 1, LIST_LIMIT_MAX)
+    if limit is None:
         raise Problem(
             422, "validation_failed", "limit must be an integer from 1 to 100",
             errors=[FieldError("limit", f"got {limit_raw!r}")],
@@ -226,7 +239,6 @@ async def _page(request: Request, user_id: uuid.UUID | None) -> Response:
     if type_filter not in (None, "deposit", "withdrawal"):
         raise Problem(422, "validation_failed", "type must be deposit or withdrawal",
                       errors=[FieldError("type", f"got {type_filter!r}")])
-    limit = int(limit_raw)
     rows = await _payments(request).index.page(
         user_id=user_id, type=type_filter, status=params.get("status"),
         limit=limit + 1, before=_cursor(params.get("cursor")),
@@ -255,6 +267,7 @@ class ResolveBody(msgspec.Struct, forbid_unknown_fields=True):
 @admin_only
 async def admin_resolve(request: Request) -> Response:
     principal = await require_user(request, role="admin")
+    transaction_id = _transaction_id(request)
     body = await read_json(request, ResolveBody)
     if body.action not in ("complete", "reverse", "fail"):
         raise Problem(422, "validation_failed", "action must be complete, reverse or fail",
@@ -266,13 +279,13 @@ async def admin_resolve(request: Request) -> Response:
     payments = _payments(request)
     try:
         view = await payments.resolve(
-            request.path_params["id"], body.action, body.note, str(principal.user_id)
+            transaction_id, body.action, body.note, str(principal.user_id)
         )
     except PaymentRefused as exc:
         raise _refused(exc) from None
     if services.audit is not None:
         await services.audit.append(
-            str(principal.user_id), "transaction.resolve", request.path_params["id"],
+            str(principal.user_id), "transaction.resolve", transaction_id,
             {"action": body.action, "note": body.note},
         )
     return json_response(view)

@@ -32,6 +32,7 @@ from penpay.actors.deriv_actor import DerivGatewayActor
 from penpay.actors.fx import FxPolicy
 from penpay.actors.ledger import DEFAULT_CHART, Ledger, LedgerAccount
 from penpay.actors.ledger_port import LedgerAdapter, fund
+from penpay.actors.limits_view import limits_provider
 from penpay.actors.mpesa import CallbackUrls, MpesaGateway
 from penpay.actors.payments import Payments, run_unstarted_sweeper
 from penpay.actors.policy import Limits
@@ -246,7 +247,8 @@ async def assemble_sim(
         system=system,
         readiness={"engine": lambda: True, "deriv": lambda: gateway.connected},
         auth=auth, audit=durable.audit, idempotency=durable.idempotency,
-        rate_limiter=durable.limiter, payments=payments, ledger=ledger,
+        rate_limiter=durable.limiter, limits_for=limits_provider(payments),
+        payments=payments, ledger=ledger,
         provider_balances=provider_balances,
         callbacks=CallbackDeps(
             system=system, tokens=tokens, store=durable.raw_callbacks,

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from penpay.http.auth.body import read_json
 from penpay.http.auth.guards import require_user
+from penpay.http.params import ascii_int
 from penpay.http.problems import FieldError, Problem
 from penpay.http.responses import json_response
 from penpay.storage.audit import PAGE_LIMIT_MAX, AuditEntry, AuditLog
@@ -35,12 +36,13 @@ def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not 0 <= int(raw) <= maximum:
+    value = ascii_int(raw, 0, maximum)
+    if value is None:
         raise Problem(
             422, "validation_failed", f"{name} must be an integer from 0 to {maximum}",
             errors=[FieldError(name, f"got {raw!r}")],
         )  # fmt: skip
-    return int(raw)
+    return value
 
 
 async def set_user_status(request: Request) -> Response:
