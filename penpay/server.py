@@ -66,6 +66,7 @@ from penpay.engine import (
     open_actor_system,
 )
 from penpay.engine.tuning import tune_gc
+from penpay.errors import ConfigurationError
 from penpay.http import Services, create_app
 from penpay.http.auth.factory import build_auth
 from penpay.http.auth.keyfiles import keys_dir, load_or_create
@@ -217,6 +218,21 @@ async def start_sandboxes(settings: Settings, nursery: trio.Nursery, clock: Any)
     return boxes
 
 
+def deriv_agent(settings: Settings) -> tuple[str, str]:
+    """The payment agent's token and login id: the sandbox's, or both from the environment.
+
+    A real token without its login id must not fall back to the sandbox agent's:
+    withdrawals would name an agent that is not ours.
+    """
+    if settings.deriv_agent_token is None:
+        return SEED.agent_token, SEED.agent_login_id
+    if settings.deriv_agent_login_id is None:
+        raise ConfigurationError(
+            "real Deriv needs PENPAY_DERIV_AGENT_LOGIN_ID with PENPAY_DERIV_AGENT_TOKEN"
+        )
+    return settings.deriv_agent_token, settings.deriv_agent_login_id
+
+
 def daraja_client(settings: Settings, boxes: Sandboxes, clock: Any) -> DarajaClient:
     if boxes.daraja_url is not None:
         config = DarajaClientConfig(
@@ -236,8 +252,6 @@ def daraja_client(settings: Settings, boxes: Sandboxes, clock: Any) -> DarajaCli
             if getattr(settings, name) is None
         ]
         if missing:
-            from penpay.errors import ConfigurationError
-
             names = ", ".join(f"PENPAY_{m.upper()}" for m in missing)
             raise ConfigurationError(f"real Daraja needs {names}")
         assert settings.daraja_consumer_key is not None
@@ -328,8 +342,7 @@ async def assemble(
     urls = CallbackUrls(settings.public_base_url)
     system.register(MpesaGateway, lambda: MpesaGateway(client, urls), passivate_after_s=None)
     deriv_url = boxes.deriv_url or settings.deriv_ws_url
-    agent_token = settings.deriv_agent_token or SEED.agent_token
-    agent_login_id = settings.deriv_agent_login_id or SEED.agent_login_id
+    agent_token, agent_login_id = deriv_agent(settings)
     gateway = DerivGateway(
         websocket_connector(deriv_url),
         agent_token,
