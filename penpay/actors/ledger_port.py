@@ -65,16 +65,21 @@ class LedgerAdapter:
             raise LedgerRefused(f"{posting.name}: {codes}")
 
 
+#: The transaction id owner-capital postings are booked under.
+CAPITAL_TRANSACTION_ID = "00000000-0000-7000-8000-000000000000"
+
+
 async def fund(
     ledger: Ledger, *, name: str, float_account: Account, equity: Account, amount_cents: int,
     currency: Currency,
-) -> None:
-    """Book owner capital into a float once (idempotent by ``name``)."""
+) -> str | None:
+    """Book owner capital into a float once (idempotent by ``name``); its transfer id."""
     if amount_cents <= 0:
-        return
+        return None
     posting = Posting(
         name=name,
         kind=PostingKind.POSTED,
         legs=(Leg(float_account, equity, amount_cents, currency),),
     )
-    await LedgerAdapter(ledger).post("00000000-0000-7000-8000-000000000000", posting)
+    await LedgerAdapter(ledger).post(CAPITAL_TRANSACTION_ID, posting)
+    return posting.transfer_id(CAPITAL_TRANSACTION_ID)

@@ -1,7 +1,9 @@
-"""Operator routes over the ledger: balances, transfers, trial balance, reconciliation."""
+"""Operator routes over the ledger: balances, transfers, trial balance, reconciliation,
+and owner capital paid into a float."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,7 +13,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from penpay.actors.ledger import Ledger
-from penpay.http.auth.guards import admin_only
+from penpay.actors.ledger_port import fund
+from penpay.actors.saga import Account
+from penpay.actors.transaction import LedgerRefused
+from penpay.engine import EngineError
+from penpay.http.auth.body import read_json
+from penpay.http.auth.guards import admin_only, require_user
+from penpay.http.idempotency import idempotent
 from penpay.http.params import ascii_int
 from penpay.http.problems import FieldError, Problem
 from penpay.http.responses import json_response
@@ -22,6 +30,15 @@ ProviderBalances = Callable[[], Awaitable[dict[str, int | None]]]
 
 #: Which ledger account mirrors which provider balance.
 FLOATS = ("deriv_float", "mpesa_float")
+
+#: Each float, and the owner's equity account its capital comes from.
+CAPITAL_SOURCES = {
+    "deriv_float": Account.OWNER_EQUITY_USD,
+    "mpesa_float": Account.OWNER_EQUITY_KES,
+}
+#: The most one capital payment may book, in minor units (ten billion of the currency).
+CAPITAL_CENTS_MAX = 10**12
+NOTE_CHARS_MAX = 500
 
 #: The largest transfers cursor parsed: beyond it no row exists, and the store's BIGINT overflows.
 CURSOR_MAX = 2**62
@@ -125,6 +142,68 @@ async def reconciliation(request: Request) -> Response:
     })
 
 
+class CapitalBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Owner capital paid into a float (the money is already at the provider)."""
+
+    account: str
+    amount_cents: int
+    note: str
+
+
+def _checked(body: CapitalBody) -> None:
+    errors = []
+    if body.account not in CAPITAL_SOURCES:
+        errors.append(FieldError("account", f"one of {', '.join(CAPITAL_SOURCES)}"))
+    if not 0 < body.amount_cents <= CAPITAL_CENTS_MAX:
+        errors.append(FieldError("amount_cents", f"from 1 to {CAPITAL_CENTS_MAX}"))
+    if not body.note.strip() or len(body.note) > NOTE_CHARS_MAX:
+        errors.append(FieldError("note", f"1 to {NOTE_CHARS_MAX} characters"))
+    if errors:
+        raise Problem(422, "validation_failed", "The body is not valid.", errors=errors)
+
+
+@admin_only
+@idempotent
+async def add_capital(request: Request) -> Response:
+    """Book owner capital into a float, e.g. to match a real provider balance at go-live.
+
+    The posting's name comes from the operator and the Idempotency-Key, so the
+    same request can never book twice, even after the key store forgot the key.
+    """
+    principal = await require_user(request, role="admin")
+    body = await read_json(request, CapitalBody)
+    _checked(body)
+    ledger = _ledger(request)
+    key = request.headers["idempotency-key"]
+    name = "capital_" + hashlib.sha256(f"{principal.user_id}\n{key}".encode()).hexdigest()[:32]
+    spec = ledger.chart[body.account]
+    try:
+        transfer_id = await fund(
+            ledger, name=name, float_account=Account(body.account),
+            equity=CAPITAL_SOURCES[body.account], amount_cents=body.amount_cents,
+            currency=spec.currency,
+        )
+    except LedgerRefused as exc:
+        raise Problem(409, "ledger_refused", str(exc)) from None
+    except EngineError:
+        raise Problem(503, "temporarily_unavailable", "The ledger did not answer.") from None
+    services: Services = request.app.state.services
+    if services.audit is not None:
+        await services.audit.append(
+            str(principal.user_id), "ledger.capital", body.account,
+            {"amount_cents": body.amount_cents, "currency": spec.currency.value,
+             "note": body.note, "transfer_id": transfer_id},
+        )
+    balance = await ledger.balance(body.account)
+    return json_response({
+        "account": body.account,
+        "amount_cents": body.amount_cents,
+        "currency": spec.currency.value,
+        "transfer_id": transfer_id,
+        "balance_cents": balance.debits_posted - balance.credits_posted,
+    }, status_code=201)
+
+
 def routes(prefix: str = "/api/v1") -> list[Route]:
     base = f"{prefix}/admin"
     return [
@@ -132,5 +211,6 @@ def routes(prefix: str = "/api/v1") -> list[Route]:
         Route(f"{base}/ledger/accounts/{{code}}", get_account, methods=["GET"]),
         Route(f"{base}/ledger/transfers", list_transfers, methods=["GET"]),
         Route(f"{base}/ledger/trial-balance", trial_balance, methods=["GET"]),
+        Route(f"{base}/ledger/capital", add_capital, methods=["POST"]),
         Route(f"{base}/reconciliation", reconciliation, methods=["GET"]),
     ]

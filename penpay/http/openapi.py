@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from penpay.http.auth.admin import StatusBody
 from penpay.http.auth.routes import LoginBody, LogoutBody, RefreshBody, RegisterBody
+from penpay.http.ledger_admin import CapitalBody
 from penpay.http.payments import DepositBody, DerivLinkBody, ResolveBody, WithdrawalBody
 from penpay.http.responses import json_response
 
@@ -156,6 +157,17 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         auth="admin",
     ),
     ("GET", f"{API}/admin/ledger/trial-balance"): Op("Trial balance per currency", auth="admin"),
+    ("POST", f"{API}/admin/ledger/capital"): Op(
+        "Book owner capital into a float",
+        body=CapitalBody,
+        status=201,
+        errors=(
+            "validation_failed", "ledger_refused", "temporarily_unavailable",
+            "idempotency_key_missing", "idempotency_key_reused",
+            "idempotency_request_in_progress",
+        ),
+        auth="admin",
+    ),
     ("GET", f"{API}/admin/reconciliation"): Op(
         "Ledger floats vs the providers' balances",
         auth="admin",

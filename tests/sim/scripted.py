@@ -1,13 +1,34 @@
-"""Scripted faults for simulated-world tests: an actor that crashes on cue."""
+"""Simulated-world tests' scaffolding: a world with one onboarded user, and
+actors that crash on cue."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import trio
+
 from penpay.engine import Actor
-from penpay.sim.chaos import SimulatedActorCrash
+from penpay.sim.chaos import Chaos, SimulatedActorCrash
+from penpay.sim.trace import Trace
+from penpay.sim.workload import Operator, Stats, User
 from penpay.sim.world import SimWorld
+
+
+@asynccontextmanager
+async def onboarded_world(seed: int = 1) -> AsyncIterator[tuple[SimWorld, User]]:
+    """A running world (no faults) and user 1, registered, activated and linked to Deriv."""
+    world = SimWorld(seed, Trace(), Chaos(random.Random(0)))
+    async with trio.open_nursery() as root:
+        await world.start(root)
+        stats = Stats()
+        user = User(1, world, Operator(world.router, world.trace, stats, seed), stats, 1)
+        assert await user.onboard()
+        yield world, user
+        await world.stop()
+        root.cancel_scope.cancel()
 
 
 def crash_on(

@@ -9,17 +9,13 @@ question, as a database would.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import trio
 
 from penpay.actors.policy import Limits
-from penpay.sim.chaos import Chaos
 from penpay.sim.determinism import sim_clock
-from penpay.sim.trace import Trace
-from penpay.sim.workload import Operator, Stats, User
-from penpay.sim.world import SimWorld
+from tests.sim.scripted import onboarded_world
 
 CAP_USD_CENTS = 2_500
 DEPOSIT_USD_CENTS = 1_000
@@ -39,12 +35,7 @@ def _slow(index: Any) -> None:
 
 
 async def _scenario() -> None:
-    world = SimWorld(1, Trace(), Chaos(random.Random(0)))
-    stats = Stats()
-    async with trio.open_nursery() as root:
-        await world.start(root)
-        user = User(1, world, Operator(world.router, world.trace, stats, 1), stats, 1)
-        assert await user.onboard()
+    async with onboarded_world() as (world, user):
         payments = world.services.payments
         assert payments is not None
         payments.limits = Limits(daily_cap_usd_cents=CAP_USD_CENTS)
@@ -69,8 +60,6 @@ async def _scenario() -> None:
         reserved = [r for r in world.durable.index.rows.values() if r.type == "deposit"]
         assert sum(r.usd_cents for r in reserved) == 2 * DEPOSIT_USD_CENTS
         assert payments._admitting == {}  # nothing kept per user once they are done
-        await world.stop()
-        root.cancel_scope.cancel()
 
 
 def test_side_by_side_deposits_cannot_pass_the_daily_cap_together() -> None:

@@ -7,10 +7,7 @@ index (which ties a key to its transaction for good).
 
 from __future__ import annotations
 
-import random
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -19,28 +16,12 @@ import trio
 from penpay.actors.deposit import Start
 from penpay.actors.index import REFUSED
 from penpay.actors.transaction import DepositActor
-from penpay.sim.chaos import Chaos
 from penpay.sim.determinism import sim_clock
-from penpay.sim.trace import Trace
-from penpay.sim.workload import Operator, Stats, User
-from penpay.sim.world import SimWorld
-from tests.sim.scripted import crash_on
+from penpay.sim.workload import User
+from tests.sim.scripted import crash_on, onboarded_world
 
 #: Longer than the per-phone STK limit's spacing, so each deposit may prompt.
 BETWEEN_DEPOSITS_S = 400.0
-
-
-@asynccontextmanager
-async def _onboarded() -> AsyncIterator[tuple[SimWorld, User]]:
-    world = SimWorld(1, Trace(), Chaos(random.Random(0)))
-    async with trio.open_nursery() as root:
-        await world.start(root)
-        stats = Stats()
-        user = User(1, world, Operator(world.router, world.trace, stats, 1), stats, 1)
-        assert await user.onboard()
-        yield world, user
-        await world.stop()
-        root.cancel_scope.cancel()
 
 
 async def _post(user: User, path: str, key: str, body: dict[str, Any]) -> httpx.Response:
@@ -55,7 +36,7 @@ def _usd(cents: int) -> dict[str, Any]:
 
 
 async def _a_refused_request_uses_none_of_the_cap() -> None:
-    async with _onboarded() as (world, user):
+    async with onboarded_world() as (world, user):
         crash_on(world, DepositActor, {Start: 1})  # nothing moves; the row is closed
         refused = await _post(user, "/deposits", "refused-0001", _usd(100_000))
         assert refused.status_code == 503, refused.text
@@ -72,7 +53,7 @@ def test_a_refused_request_uses_none_of_the_daily_cap() -> None:
 
 
 async def _a_retry_finds_its_transaction_at_the_cap() -> None:
-    async with _onboarded() as (world, user):
+    async with onboarded_world() as (world, user):
         assert (await _post(user, "/deposits", "earlier-0001", _usd(50_000))).status_code == 202
         # Start takes effect, but its answer is lost: the client gets a 503.
         crash_on(world, DepositActor, {Start: 1}, after_handling=True)
@@ -91,7 +72,7 @@ def test_a_retry_after_a_lost_answer_finds_its_transaction_at_the_cap() -> None:
 
 
 async def _a_key_reused_after_three_days() -> None:
-    async with _onboarded() as (world, user):
+    async with onboarded_world() as (world, user):
         first = await _post(user, "/deposits", "reused-0001", _usd(1_000))
         assert first.status_code == 202, first.text
         deposit_id = first.json()["transaction_id"]
