@@ -72,6 +72,7 @@ from penpay.http.auth.factory import build_auth
 from penpay.http.auth.keyfiles import keys_dir, load_or_create
 from penpay.http.callbacks import LOOPBACK, SAFARICOM_CALLBACK_IPS, CallbackDeps, SourceAllowList
 from penpay.http.idempotency import run_reaper
+from penpay.http.proxies import Network, parse_networks
 from penpay.http.ratelimit import RedisRateLimiter
 from penpay.money import Currency
 from penpay.sandbox.daraja import Credentials, DarajaSandbox, DarajaSandboxConfig
@@ -266,6 +267,14 @@ def daraja_client(settings: Settings, boxes: Sandboxes, clock: Any) -> DarajaCli
             security_credential=settings.daraja_security_credential or "",
         )
     return DarajaClient(httpx.AsyncClient(timeout=35), config, wall_clock=clock.now)
+
+
+def trusted_proxies(settings: Settings) -> tuple[Network, ...]:
+    """``PENPAY_TRUSTED_PROXIES`` as networks; a malformed one stops start-up by name."""
+    try:
+        return parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigurationError(f"PENPAY_TRUSTED_PROXIES is not valid: {exc}") from None
 
 
 def callback_allow_list(settings: Settings, boxes: Sandboxes) -> SourceAllowList:
@@ -535,6 +544,7 @@ async def serve(
 
     ``task_status`` gets the bound HTTP addresses once the server listens.
     """
+    proxies = trusted_proxies(settings)
     async with trio.open_nursery() as outer:
         if stop is None:
             stop = trio.Event()
@@ -560,7 +570,7 @@ async def serve(
                         transfer_store=transfer_store, redis=redis,
                     )
                     await hypercorn_serve(
-                        create_app(services),  # type: ignore[arg-type]
+                        create_app(services, trusted_proxies=proxies),  # type: ignore[arg-type]
                         hypercorn_config(settings),
                         shutdown_trigger=stop.wait,
                         task_status=task_status,

@@ -343,7 +343,13 @@ class Payments:
         return self.deriv
 
     async def link_deriv(self, user: User, login_id: str, token: str) -> dict[str, Any]:
-        """Confirm with Deriv that ``token`` belongs to the real USD account ``login_id``."""
+        """Confirm with Deriv that ``token`` belongs to the real USD account ``login_id``.
+
+        A pending user links during onboarding; a suspended or closed one may
+        not change what their account is tied to.
+        """
+        if user.status not in ("pending", "active"):
+            raise PaymentRefused(403, "account_inactive", f"the account is {user.status}")
         try:
             info = await self._deriv().verify_user_token(token)
         except InvalidToken:

@@ -49,6 +49,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Callback source allow-list (comma-separated networks); empty = Safaricom's
     # published addresses, plus loopback when the sandboxes are in use.
     callback_allow: str = ""
+    # Reverse proxies (comma-separated networks) whose X-Forwarded-For names the
+    # client; empty = the TCP peer is the client, whatever headers it sends.
+    trusted_proxies: str = ""
 
     # Daraja. With no consumer key, PenPay starts its Daraja sandbox instead.
     daraja_base_url: str = "https://api.safaricom.co.ke"

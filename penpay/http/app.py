@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -14,18 +16,24 @@ from penpay.http.auth.guards import admin_only
 from penpay.http.headers import SecurityHeaders
 from penpay.http.problems import (
     Problem,
+    UnhandledErrors,
     http_exception_handler,
     problem_handler,
     unhandled_handler,
 )
+from penpay.http.proxies import Network, TrustedProxies
 from penpay.http.ratelimit import RateLimitMiddleware
 from penpay.http.services import Services
 
 API = "/api/v1"
 
 
-def create_app(services: Services) -> Starlette:
-    """Build the app around ``services``; no I/O happens at import or build time."""
+def create_app(services: Services, *, trusted_proxies: Iterable[Network] = ()) -> Starlette:
+    """Build the app around ``services``; no I/O happens at import or build time.
+
+    ``trusted_proxies``: the reverse proxies whose ``X-Forwarded-For`` names the
+    client (see :mod:`penpay.http.proxies`); none by default.
+    """
     routes = [
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
@@ -53,11 +61,14 @@ def create_app(services: Services) -> Starlette:
     request_metrics = metrics.Metrics(services.system)
     app = Starlette(
         routes=routes,
-        # Outermost first: every answer is counted, and security headers also
-        # land on 429s from the limiter.
+        # Outermost first: the client's address is settled before anything
+        # reads it, every answer is counted, and security headers also land on
+        # 429s from the limiter and on 500s.
         middleware=[
+            Middleware(TrustedProxies, networks=trusted_proxies),
             Middleware(metrics.RequestMetrics, metrics=request_metrics),
             Middleware(SecurityHeaders),
+            Middleware(UnhandledErrors),
             Middleware(RateLimitMiddleware),
         ],
         exception_handlers={

@@ -15,6 +15,7 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from penpay.errors import PenPayError
 
@@ -109,6 +110,42 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     return Problem(exc.status_code, code, detail, headers=dict(exc.headers or {})).response()
 
 
+_INTERNAL = "The server failed to handle this request."
+
+
 async def unhandled_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return Problem(500, "internal_error", "The server failed to handle this request.").response()
+    return Problem(500, "internal_error", _INTERNAL).response()
+
+
+class UnhandledErrors:
+    """Answer an unexpected exception with a problem+json 500, inside the other layers.
+
+    Starlette's own last-resort handler sits outside every middleware, so its
+    500 would carry no security headers and escape the request metrics. This
+    one runs inside them; the outer handler is left for failures of the
+    middleware themselves. Once a response has started, nothing can be said
+    to the client any more, and the exception goes on to the server.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await Problem(500, "internal_error", _INTERNAL).response()(scope, receive, send)

@@ -48,6 +48,10 @@ REDIS_TIMEOUT_S = 0.5
 _STATE_KEY = "rate_limit_decision"
 #: Paths never limited: probes must work while a client is being throttled.
 _EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
+#: Daraja's callbacks are not limited per address either: M-Pesa sends each one
+#: once, from a few addresses, in bursts; a 429 would lose it before it is
+#: stored. Their path token and source allow-list already gate them.
+_EXEMPT_PREFIXES = ("/api/v1/callbacks/",)
 
 GCRA_LUA = """
 -- KEYS[1]=bucket; ARGV[1]=period_ms; ARGV[2]=limit; ARGV[3]=burst; ARGV[4]=cost
@@ -245,8 +249,8 @@ async def enforce(request: Request, policy: RatePolicy, subject: str) -> None:
 
 
 def client_ip(scope: Scope) -> str:
-    """The peer address Hypercorn saw. Behind a proxy, configure Hypercorn's
-    proxy-headers support so this is the real client, never a raw header."""
+    """The client's address: the TCP peer, or behind a trusted proxy the one it
+    forwarded (:mod:`penpay.http.proxies` has already put it in the scope)."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 
@@ -259,7 +263,10 @@ class RateLimitMiddleware:
         self.policy = policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _EXEMPT_PATHS:
+        if (
+            scope["type"] != "http" or scope["path"] in _EXEMPT_PATHS
+            or scope["path"].startswith(_EXEMPT_PREFIXES)
+        ):
             await self.app(scope, receive, send)
             return
         services: Services = scope["app"].state.services

@@ -15,7 +15,7 @@ from penpay.engine import (
     open_actor_system,
 )
 from penpay.http import Services, create_app
-from penpay.http.auth.testing import bearer_headers, memory_auth
+from penpay.http.auth.testing import memory_auth, operator_headers
 from tests.engine.sample_actors import Add, Counter, Crash
 from tests.http.server import serving
 
@@ -59,7 +59,7 @@ async def test_admin_lists_actors_and_reads_state(system: ActorSystem) -> None:
         await system.ref(Counter, "bad").ask(Crash())
     auth = memory_auth()
     app = create_app(Services(system=system, auth=auth))
-    admin = bearer_headers(auth, role="admin")
+    admin = await operator_headers(auth)
     async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=admin) as client:
         listing = (await client.get("/api/v1/admin/actors")).json()["items"]
         by_key = {item["key"]: item for item in listing}
@@ -89,7 +89,7 @@ async def test_errors_are_problem_json_with_stable_codes(
     system.register(Counter)  # a known kind: an unknown key must still be 404
     auth = memory_auth()
     app = create_app(Services(system=system, auth=auth))
-    admin = bearer_headers(auth, role="admin")
+    admin = await operator_headers(auth)
     async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=admin) as client:
         response = await client.get(path)
     assert system.info(Counter, "never-seen") is None  # and nothing was activated

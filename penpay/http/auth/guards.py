@@ -7,8 +7,8 @@ role (403 ``forbidden``). The result is cached on the request, so a wrapper
 
 The token is verified statelessly: a suspended user's sessions are revoked
 at once (no new access tokens), and their last access token stops working
-within its 900 s lifetime. Routes that move money also check the user's
-status in the store.
+within its 900 s lifetime. Routes that move money, and every role-guarded
+(admin) route, also check the user's status and role in the store.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 _STATE_KEY = "principal"
+_ROLE_KEY = "role_confirmed"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="penpay"'}
 
 
@@ -63,9 +64,27 @@ async def require_user(request: Request, role: str | None = None) -> Principal:
             raise _unauthorized("The access token is not valid.") from None
         principal = Principal(user_id=user_id, role=claims.role, token_id=claims.jti)
         request.scope.setdefault("state", {})[_STATE_KEY] = principal
-    if role is not None and principal.role != role:
-        raise Problem(403, "forbidden", "This route needs a different role.")
+    state = request.scope.setdefault("state", {})
+    if role is not None and state.get(_ROLE_KEY) != role:
+        await _still_holds(request, principal, role)
+        state[_ROLE_KEY] = role
     return principal
+
+
+async def _still_holds(request: Request, principal: Principal, role: str) -> None:
+    """403 unless the caller has ``role`` now: in the token, and in the store.
+
+    An access token lives 900 s. Suspending an operator, or taking the role
+    away, must stop them at once, not when the token expires: otherwise a
+    suspended operator could reactivate themselves with the token they hold.
+    """
+    if principal.role != role:
+        raise Problem(403, "forbidden", "This route needs a different role.")
+    services: Services = request.app.state.services
+    assert services.auth is not None  # a principal exists only when auth does
+    user = await services.auth.users.get_user(principal.user_id)
+    if user is None or user.status != "active" or user.role != role:
+        raise Problem(403, "forbidden", "This account may not use this route now.")
 
 
 def admin_only(endpoint: Endpoint) -> Endpoint:

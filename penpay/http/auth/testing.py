@@ -1,11 +1,12 @@
 """Identity for tests: an in-memory :class:`AuthService` and ready-made Bearer headers.
 
 Tests of routes behind :func:`~penpay.http.auth.guards.admin_only` need a
-token; these helpers mint one without a login round trip::
+token of an operator the store knows; these helpers make one without a
+login round trip::
 
     auth = memory_auth()
     app = create_app(Services(system=system, auth=auth, audit=auth.audit))
-    client.get("/api/v1/admin/actors", headers=bearer_headers(auth, role="admin"))
+    client.get("/api/v1/admin/actors", headers=await operator_headers(auth))
 
 Argon2 runs with toy parameters here; never use this outside tests.
 """
@@ -19,7 +20,7 @@ import argon2
 from penpay.engine.clock import Clock, Entropy
 from penpay.http.auth.passwords import Passwords
 from penpay.http.auth.pii import PiiCipher
-from penpay.http.auth.service import AuthService
+from penpay.http.auth.service import AuthService, create_admin
 from penpay.http.auth.tokens import KeySet, TokenAuthority, generate_signing_key
 from penpay.storage.audit import MemoryAuditLog
 from penpay.storage.identity import MemoryUserStore
@@ -48,6 +49,14 @@ def memory_auth(clock: Clock | None = None, entropy: Entropy | None = None) -> A
         clock=clock,
         entropy=entropy,
     )
+
+
+async def operator_headers(auth: AuthService) -> dict[str, str]:
+    """``Authorization: Bearer …`` of a new, active operator in ``auth``'s store."""
+    user_id = await create_admin(
+        auth, f"operator-{uuid.uuid4().hex[:12]}@penpay.example", "an-operator-password-1"
+    )
+    return bearer_headers(auth, role="admin", user_id=uuid.UUID(user_id))
 
 
 def bearer_headers(
