@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Sequence
 
 import msgspec
 import trio
+import trio.testing
 
 from penpay.actors.ledger import LedgerAccount, ResultCode, Transfer, TransferKind
+from penpay.actors.ledger.errors import LedgerUnavailable
 from penpay.actors.ledger.store import CommitOutcome
 from penpay.engine import EventRecord, InMemoryJournal
 from penpay.engine.testing import settle
@@ -298,3 +301,39 @@ async def test_a_resubmitted_pending_transfer_racing_its_post_changes_nothing(
         assert report.clean, report
         b = await ledger.balance("mpesa_float")
         assert (b.credits_pending, b.credits_posted) == (0, 300)
+
+
+async def test_a_resubmitted_pending_transfer_held_after_its_post_is_not_taken_for_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Regression: an account restarting (after a failed append) recovered a post from the
+    store; a resubmission of the pending transfer, queued meanwhile, was held; the post's
+    own late ApplyResolutions then took that hold for the pending transfer's creator,
+    reopened it and posted it a second time, in the journal."""
+    journal = InMemoryJournal()
+    p = transfer("p", "owner_equity_kes", "mpesa_float", 300, kind=PENDING)
+    async with open_ledger(journal=journal) as ledger:
+        await fund(ledger, kes_cents=1000)
+        assert (await ledger.create_transfers([p])).ok
+        await settle(ledger.system)
+        journal.fail_appends = lambda pid: pid == "ledger-account/mpesa_float"
+        with contextlib.suppress(LedgerUnavailable):  # the account crashes, restarts later
+            await ledger.create_transfers([transfer("x", "mpesa_float", "suspense_kes", 1)])
+        journal.fail_appends = None
+        resubmitted: list[ResultCode] = []
+
+        async def resubmit() -> None:
+            resubmitted.extend((await ledger.create_transfers([p])).codes)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(resubmit)
+            await trio.testing.wait_all_tasks_blocked()  # its reserve waits in the mailbox
+            assert (await ledger.post_pending(tid("post"), tid("p"))).ok
+        await settle(ledger.system)
+        assert resubmitted == [R.EXISTS]
+        assert (await ledger.reconcile()).clean
+        b = await ledger.balance("mpesa_float")
+        assert (b.credits_pending, b.credits_posted) == (0, 300)
+    async with open_ledger(journal=journal, store=ledger.store, seed=1) as replayed:
+        b = await replayed.balance("mpesa_float")
+        assert (b.credits_pending, b.credits_posted) == (0, 300)  # and so says the journal

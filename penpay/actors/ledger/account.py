@@ -66,6 +66,8 @@ class Leg(msgspec.Struct, frozen=True, kw_only=True):
     pending_id: str | None = None
     #: For a post/void: the amount of the pending transfer it resolves.
     pending_amount_cents: int = 0
+    #: For a post/void: the group that created the pending transfer (None: not known).
+    pending_group: str | None = None
 
 
 # --------------------------------------------------------------------- messages
@@ -230,6 +232,29 @@ def resolution_legs(
     return tuple(legs)
 
 
+def committed_holds(state: AccountState, group_id: str, legs: Iterable[Leg]) -> list[str]:
+    """Groups held here that committed resolutions of group ``group_id`` prove committed.
+
+    A resolution's row references its pending transfer's row, so the group
+    that created the pending transfer has committed: but only that group. A
+    later resubmission of the same pending transfer may be held under the
+    same transfer id, and confirming it would apply the pending transfer
+    again. And a held group that holds this very resolution is the group
+    that committed it. Creators come first: confirming a resolution needs
+    its pending transfer open.
+    """
+    creators: list[str] = []
+    holders: list[str] = []
+    for leg in legs:
+        assert leg.pending_id is not None
+        creator = state.held_transfer_ids.get(leg.pending_id)
+        if creator is not None and leg.pending_group in (None, creator):
+            creators.append(creator)
+        if state.held_transfer_ids.get(leg.transfer_id) == group_id:
+            holders.append(group_id)
+    return [g for g in dict.fromkeys(creators + holders) if g in state.held]
+
+
 def decide_reserve(
     spec: AccountSpec, state: AccountState, legs: tuple[Leg, ...]
 ) -> AccountRefused | None:
@@ -364,14 +389,10 @@ class LedgerAccount(EventSourcedActor[AccountState]):
                     durable_needed = True
                 case ApplyResolutions(group_id, legs):
                     replies.append(None)
-                    pending_ids = [leg.pending_id for leg in legs if leg.pending_id is not None]
-                    for held_group in {state.held_transfer_ids.get(p) for p in pending_ids}:
-                        # A resolution's row references its pending transfer's row,
-                        # so a group that created one of these has committed.
-                        if held_group is not None and held_group in state.held:
-                            confirmed = GroupConfirmed(held_group)
-                            apply_event(state, confirmed)
-                            events.append(confirmed)
+                    for held_group in committed_holds(state, group_id, legs):
+                        confirmed = GroupConfirmed(held_group)
+                        apply_event(state, confirmed)
+                        events.append(confirmed)
                     legs = tuple(leg for leg in legs if leg.pending_id in state.open_pending)
                     if not legs:
                         continue  # already applied

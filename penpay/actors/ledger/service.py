@@ -134,7 +134,7 @@ def _failed(transfers: Sequence[Transfer], codes: Sequence[ResultCode]) -> Group
 def _legs(transfers: Sequence[Transfer], pending: Mapping[str, Transfer]) -> dict[str, list[Leg]]:
     by_account: dict[str, list[Leg]] = {}
     for t in transfers:
-        pending_amount = pending[t.pending_id].amount_cents if t.pending_id is not None else 0
+        resolved = pending[t.pending_id] if t.pending_id is not None else None
         for account, side in ((t.debit_account, Side.DEBIT), (t.credit_account, Side.CREDIT)):
             by_account.setdefault(account, []).append(
                 Leg(
@@ -143,7 +143,8 @@ def _legs(transfers: Sequence[Transfer], pending: Mapping[str, Transfer]) -> dic
                     side=side,
                     amount_cents=t.amount_cents,
                     pending_id=t.pending_id,
-                    pending_amount_cents=pending_amount,
+                    pending_amount_cents=resolved.amount_cents if resolved else 0,
+                    pending_group=resolved.linked_group if resolved else None,
                 )
             )
     return by_account
