@@ -263,6 +263,13 @@ class _Activation:
         return len(self.mailbox)
 
 
+def _raise_task_error(act: _Activation) -> None:
+    """Raise (once) the error a task of ``act``'s actor failed with, if any."""
+    error, act.task_error = act.task_error, None
+    if error is not None:
+        raise error
+
+
 def _failure_reply(act: _Activation, what: str, exc: Exception) -> EngineError:
     """What the asker of a message that raised is told."""
     reply: EngineError
@@ -489,6 +496,10 @@ class ActorSystem:
         """Handle messages until the mailbox closes or the actor passivates."""
         mailbox = act.mailbox
         while True:
+            # A task's failure crashes the actor. Its notice may not have fit in
+            # a full mailbox: a busy actor comes back here between messages and
+            # crashes all the same.
+            _raise_task_error(act)
             try:
                 env = await mailbox.get()
             except trio.EndOfChannel:
@@ -499,9 +510,7 @@ class ActorSystem:
                     return
                 continue
             if message is _TASK_FAILED:
-                error, act.task_error = act.task_error, None
-                if error is not None:
-                    raise error
+                _raise_task_error(act)  # unless it was raised before its notice came
                 continue
             if message is _INSPECT:
                 assert env.reply is not None
@@ -544,6 +553,8 @@ class ActorSystem:
                 env = act.mailbox.get_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
+            if env.message is _TASK_FAILED:
+                break  # the batch so far, then the crash (``_serve`` raises the task's error)
             if env.message is _PASSIVATE or env.message is _INSPECT:
                 sentinels.append(env)  # handled after the batch, in order
                 continue
@@ -616,7 +627,9 @@ class ActorSystem:
                 await fn(*args)
         except Exception as exc:
             # A failed task is a crash of its actor: hand it to the supervisor
-            # through the mailbox, so it is handled in order with messages.
+            # through the mailbox, so it is handled in order with messages. A
+            # full mailbox has no room for the notice, but then the actor is
+            # busy, and ``_serve`` finds ``task_error`` before its next message.
             log.warning("task of %s failed: %r", act.ref.address, exc)
             if act.instance is not None and generation == act.generation:
                 act.task_error = exc
