@@ -54,6 +54,7 @@ from penpay.actors.transaction import (
     GetState,
     SagaDeps,
     WithdrawalActor,
+    register_transactions,
 )
 from penpay.config import Settings, load_settings
 from penpay.engine import (
@@ -415,9 +416,7 @@ async def assemble(
         ledger=LedgerAdapter(ledger), gateway_for=gateway_for, timings=timings,
         observe=payments.observe,
     )
-    resilient = SupervisionPolicy.persistent()
-    system.register(DepositActor, lambda: DepositActor(deps), supervision=resilient)
-    system.register(WithdrawalActor, lambda: WithdrawalActor(deps), supervision=resilient)
+    register_transactions(system, deps)
     await resume_unfinished(system, payments)
     nursery.start_soon(run_unstarted_sweeper, payments)
 

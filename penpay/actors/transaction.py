@@ -36,7 +36,15 @@ from penpay.actors.saga import (
     SetTimer,
     WithdrawFromDeriv,
 )
-from penpay.engine import ActorRef, EventCodec, EventSourcedActor, Rejection, Timer
+from penpay.engine import (
+    ActorRef,
+    ActorSystem,
+    EventCodec,
+    EventSourcedActor,
+    Rejection,
+    SupervisionPolicy,
+    Timer,
+)
 
 
 class LedgerPort(Protocol):
@@ -280,3 +288,16 @@ class WithdrawalActor(TransactionActor):
             code, self._secret_for_first_call = self._secret_for_first_call, None
             return msgspec.structs.replace(command, verification_code=code or "")
         return command
+
+
+def register_transactions(system: ActorSystem, deps: SagaDeps) -> None:
+    """Both transaction kinds, supervised as the business needs.
+
+    A storage outage makes a transaction fail on every message; parked, it
+    would hold its customer's money until an operator stepped in. So it
+    retries with back-off for as long as it takes (a corrupt journal still
+    parks it at once).
+    """
+    resilient = SupervisionPolicy.persistent()
+    system.register(DepositActor, lambda: DepositActor(deps), supervision=resilient)
+    system.register(WithdrawalActor, lambda: WithdrawalActor(deps), supervision=resilient)

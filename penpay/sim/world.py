@@ -37,7 +37,12 @@ from penpay.actors.mpesa import CallbackUrls, MpesaGateway
 from penpay.actors.payments import Payments, run_unstarted_sweeper
 from penpay.actors.policy import Limits
 from penpay.actors.saga import Account, Command
-from penpay.actors.transaction import DepositActor, SagaDeps, WithdrawalActor
+from penpay.actors.transaction import (
+    DepositActor,
+    SagaDeps,
+    WithdrawalActor,
+    register_transactions,
+)
 from penpay.engine import ActorRef, ActorSystem, Clock, EngineConfig, Entropy, InMemoryJournal
 from penpay.engine.system import open_actor_system
 from penpay.engine.testing import TEST_EPOCH
@@ -231,6 +236,7 @@ async def assemble_sim(
         await payments.observe(kind, state)
 
     deps = SagaDeps(ledger=LedgerAdapter(ledger), gateway_for=gateway_for, observe=observe)
+    register_transactions(system, deps)  # as the server does; then chaos, same supervision
     chaos.wrap_kind(system, DepositActor, lambda: DepositActor(deps))
     chaos.wrap_kind(system, WithdrawalActor, lambda: WithdrawalActor(deps))
     await resume_unfinished(system, payments)
