@@ -12,7 +12,9 @@ from starlette.routing import Route
 from penpay.http import admin, callbacks, ledger_admin, metrics, openapi, ops, payments
 from penpay.http.auth import admin as identity_admin
 from penpay.http.auth import routes as identity
+from penpay.http.auth.body import BODY_BYTES_MAX
 from penpay.http.auth.guards import admin_only
+from penpay.http.body_limit import BodyLimit
 from penpay.http.headers import SecurityHeaders
 from penpay.http.problems import (
     Problem,
@@ -70,6 +72,9 @@ def create_app(services: Services, *, trusted_proxies: Iterable[Network] = ()) -
             Middleware(SecurityHeaders),
             Middleware(UnhandledErrors),
             Middleware(RateLimitMiddleware),
+            # Innermost: a 413 raised while a route reads is a Problem like any other.
+            Middleware(BodyLimit, default_bytes=BODY_BYTES_MAX,
+                       overrides={f"{API}/callbacks/": callbacks.BODY_BYTES_MAX}),
         ],
         exception_handlers={
             Problem: problem_handler,

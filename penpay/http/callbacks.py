@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -28,6 +28,7 @@ from penpay.actors.views import rfc3339
 from penpay.engine import ActorSystem, EngineError
 from penpay.http.auth.guards import admin_only
 from penpay.http.problems import Problem
+from penpay.http.proxies import in_any, parse_address
 from penpay.http.responses import json_response
 from penpay.storage.raw_callbacks import InMemoryRawCallbacks, RawCallback, RawCallbackStore
 
@@ -48,11 +49,8 @@ class SourceAllowList:
         self._networks = [ipaddress.ip_network(n, strict=False) for n in networks]
 
     def allows(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self._networks)
+        ip = parse_address(address)  # a dual-stack listener's IPv4 peer counts as IPv4
+        return ip is not None and in_any(ip, self._networks)
 
 
 @dataclass
@@ -87,23 +85,39 @@ async def _accept(request: Request, kind: str) -> tuple[CallbackDeps, str, str, 
 
 
 async def _deliver(deps: CallbackDeps, kind: str, transaction_id: str, message: Input) -> None:
+    """Tell the transaction; a failure is logged, not raised: the callback is stored raw."""
     try:
         await deps.system.ref(deps.system.kinds[kind], transaction_id).tell(message)
     except EngineError as exc:  # stored raw already: an operator can replay it
         log.error("callback for %s/%s not delivered: %s", kind, transaction_id, exc)
+    except Exception:
+        log.exception("callback for %s/%s not delivered; kept raw", kind, transaction_id)
 
 
-async def stk_callback(request: Request) -> Response:
-    accepted = await _accept(request, "stk")
-    if isinstance(accepted, Response):
-        return accepted
-    deps, kind, transaction_id, body = accepted
+async def _process(
+    deps: CallbackDeps, kind: str, transaction_id: str, what: str, build: Callable[[], Input]
+) -> Response:
+    """Turn an accepted callback into a message and deliver it, then acknowledge it.
+
+    Daraja never sends a callback twice, and the body is stored raw before
+    this runs, so nothing here may turn into an error answer: whatever fails
+    is logged for an operator and the callback is acknowledged all the same.
+    """
     try:
-        parsed = daraja.parse_stk_callback(body)
+        message = build()
     except daraja.DarajaProtocolError as exc:
-        log.warning("unreadable STK callback for %s kept raw: %s", transaction_id, exc)
+        log.warning("unreadable %s for %s kept raw: %s", what, transaction_id, exc)
         return _ACK
-    message = StkCallback(
+    except Exception:
+        log.exception("%s for %s could not be read; kept raw", what, transaction_id)
+        return _ACK
+    await _deliver(deps, kind, transaction_id, message)
+    return _ACK
+
+
+def _stk_input(body: bytes) -> StkCallback:
+    parsed = daraja.parse_stk_callback(body)
+    return StkCallback(
         checkout_request_id=parsed.checkout_request_id,
         result_code=parsed.result_code,
         result_desc=parsed.result_desc,
@@ -111,8 +125,14 @@ async def stk_callback(request: Request) -> Response:
         amount_kes_cents=parsed.amount_cents,
         phone=parsed.phone,
     )
-    await _deliver(deps, kind, transaction_id, message)
-    return _ACK
+
+
+async def stk_callback(request: Request) -> Response:
+    accepted = await _accept(request, "stk")
+    if isinstance(accepted, Response):
+        return accepted
+    deps, kind, transaction_id, body = accepted
+    return await _process(deps, kind, transaction_id, "STK callback", lambda: _stk_input(body))
 
 
 #: Transaction Status values that say a payout failed for good.
@@ -161,13 +181,16 @@ async def b2c_result_callback(request: Request) -> Response:
     if isinstance(accepted, Response):
         return accepted
     deps, kind, transaction_id, body = accepted
-    try:
-        message = _b2c_input(body, status_answer=status_answer)
-    except daraja.DarajaProtocolError as exc:
-        log.warning("unreadable B2C result for %s kept raw: %s", transaction_id, exc)
-        return _ACK
-    await _deliver(deps, kind, transaction_id, message)
-    return _ACK
+    return await _process(
+        deps, kind, transaction_id, "B2C result",
+        lambda: _b2c_input(body, status_answer=status_answer),
+    )  # fmt: skip
+
+
+def _timeout_input(*, status_answer: bool) -> Input:
+    if status_answer:  # the query timed out, not the payout
+        return B2CResult("", None, "status query timed out", from_status_query=True)
+    return B2CUnknown("", "M-Pesa queue time-out")
 
 
 async def b2c_timeout_callback(request: Request) -> Response:
@@ -176,13 +199,10 @@ async def b2c_timeout_callback(request: Request) -> Response:
     if isinstance(accepted, Response):
         return accepted
     deps, kind, transaction_id, _ = accepted
-    message: Input
-    if status_answer:  # the query timed out, not the payout
-        message = B2CResult("", None, "status query timed out", from_status_query=True)
-    else:
-        message = B2CUnknown("", "M-Pesa queue time-out")
-    await _deliver(deps, kind, transaction_id, message)
-    return _ACK
+    return await _process(
+        deps, kind, transaction_id, "B2C time-out",
+        lambda: _timeout_input(status_answer=status_answer),
+    )  # fmt: skip
 
 
 @admin_only

@@ -47,6 +47,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from penpay.engine.clock import Clock
+from penpay.http.auth.body import UNDECODABLE
 from penpay.http.auth.guards import require_user
 from penpay.http.problems import Problem, http_exception_handler
 from penpay.storage.idempotency_keys import (
@@ -76,8 +77,8 @@ def fingerprint(method: str, route: str, body: bytes) -> bytes:
     """sha256 over method, route template and the body in canonical form."""
     try:
         canonical = msgspec.json.encode(msgspec.json.decode(body), order="sorted") if body else b""
-    except msgspec.DecodeError:
-        canonical = body  # not JSON: the endpoint will refuse it; hash the bytes as sent
+    except UNDECODABLE:  # not JSON (or nested too deep): the endpoint will refuse it
+        canonical = body  # hash the bytes as sent
     return hashlib.sha256(method.encode() + b"\n" + route.encode() + b"\n" + canonical).digest()
 
 

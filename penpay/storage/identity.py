@@ -2,7 +2,7 @@
 
 :class:`PgUserStore` keeps them in PostgreSQL (``migrations/0200_identity.sql``);
 :class:`MemoryUserStore` is its in-memory twin for unit tests and the
-deterministic simulation. Both pass ``tests/identity/test_user_store.py``.
+deterministic simulation. Both pass ``tests/identity/test_stores.py``.
 
 The store never sees a clear phone number, Deriv token or refresh token: the
 auth layer hands it ciphertexts, blind indexes and sha256 hashes. Operations
@@ -30,6 +30,20 @@ ROLES: tuple[str, ...] = ("user", "admin")
 _UNIQUE_VIOLATION = "23505"
 
 
+def normalize_email(email: str) -> str:
+    """The one form an e-mail is stored, looked up and compared in.
+
+    Python's ``str.lower`` and PostgreSQL's ``lower()`` disagree: ``ΟΔΟΣ``
+    ends in final sigma (U+03C2) here but U+03C3 there, and ``İ`` becomes
+    ``i`` + U+0307 here but plain ``i`` there. So the database never folds
+    case: both stores and the auth layer call this, and SQL compares the
+    stored value with ``=`` (``migrations/0230_users_email_key.sql``).
+    ``str.lower`` (not ``casefold``) is what every stored row was written
+    with, so existing rows stay reachable.
+    """
+    return email.lower()
+
+
 class User(msgspec.Struct, frozen=True, kw_only=True):
     """One account. ``phone_ciphertext`` is AES-GCM output; see :mod:`penpay.http.auth.pii`."""
 
@@ -49,6 +63,12 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     deriv_token_key_version: int | None = None
     created_at: datetime
     updated_at: datetime
+
+
+def _normalized(user: User) -> User:
+    """``user`` with its e-mail in stored form, so both stores keep the same value."""
+    email = normalize_email(user.email)
+    return user if email == user.email else msgspec.structs.replace(user, email=email)
 
 
 class RefreshToken(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,12 +116,13 @@ class UserStore(Protocol):
     """Persistence of users, devices and refresh tokens."""
 
     async def create_user(self, user: User) -> None:
-        """Insert ``user``; raises :class:`EmailTaken` if the e-mail is in use."""
+        """Insert ``user`` with its e-mail normalised (:func:`normalize_email`);
+        raises :class:`EmailTaken` if that e-mail is in use."""
 
     async def get_user(self, user_id: uuid.UUID) -> User | None: ...
 
     async def find_by_email(self, email: str) -> User | None:
-        """Case-insensitive lookup."""
+        """Case-insensitive lookup: ``email`` is compared after :func:`normalize_email`."""
 
     async def find_by_phone_index(self, blind_index: bytes) -> list[User]:
         """Candidates whose phone has this blind index (decrypt to confirm)."""
@@ -168,17 +189,17 @@ class MemoryUserStore:
         self._tokens_by_user: dict[uuid.UUID, list[bytes]] = {}
 
     async def create_user(self, user: User) -> None:
-        email = user.email.lower()
-        if email in self._by_email:
+        user = _normalized(user)
+        if user.email in self._by_email:
             raise EmailTaken(user.email)
         self.users[user.id] = user
-        self._by_email[email] = user.id
+        self._by_email[user.email] = user.id
 
     async def get_user(self, user_id: uuid.UUID) -> User | None:
         return self.users.get(user_id)
 
     async def find_by_email(self, email: str) -> User | None:
-        user_id = self._by_email.get(email.lower())
+        user_id = self._by_email.get(normalize_email(email))
         return None if user_id is None else self.users[user_id]
 
     async def find_by_phone_index(self, blind_index: bytes) -> list[User]:
@@ -360,6 +381,7 @@ class PgUserStore:
         self._db = db
 
     async def create_user(self, user: User) -> None:
+        user = _normalized(user)
         try:
             await self._db.execute(
                 f"INSERT INTO users ({_USER_COLUMNS}) VALUES "
@@ -381,7 +403,7 @@ class PgUserStore:
 
     async def find_by_email(self, email: str) -> User | None:
         row = await self._db.fetchrow(
-            f"SELECT {_USER_COLUMNS} FROM users WHERE lower(email) = lower($1)", email
+            f"SELECT {_USER_COLUMNS} FROM users WHERE email = $1", normalize_email(email)
         )
         return _user(row) if row is not None else None
 

@@ -6,6 +6,7 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
+from penpay.http.callbacks import SAFARICOM_CALLBACK_IPS, SourceAllowList
 from penpay.http.proxies import TrustedProxies, parse_address, parse_networks
 
 PROXY = "10.0.0.5"
@@ -57,3 +58,9 @@ def test_ipv4_mapped_addresses_are_their_ipv4() -> None:
 def test_a_malformed_network_is_refused() -> None:
     with pytest.raises(ValueError):
         parse_networks("10.0.0.0/8, 300.1.1.1")
+
+
+def test_the_callback_allow_list_matches_ipv4_mapped_peers() -> None:
+    allow = SourceAllowList(SAFARICOM_CALLBACK_IPS)
+    assert allow.allows(SAFARICOM) and allow.allows(f"::ffff:{SAFARICOM}")
+    assert not allow.allows("::ffff:203.0.113.9") and not allow.allows("nonsense")

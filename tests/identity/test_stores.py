@@ -10,7 +10,13 @@ import pytest
 
 from penpay.storage.audit import AuditPayloadError, MemoryAuditLog
 from penpay.storage.idempotency_keys import IdempotencyRequest, StoredResponse
-from penpay.storage.identity import EmailTaken, RefreshToken, User, UserNotFound
+from penpay.storage.identity import (
+    EmailTaken,
+    RefreshToken,
+    User,
+    UserNotFound,
+    normalize_email,
+)
 from penpay.storage.pg import QueryFailed
 from tests.identity.conftest import Stores
 
@@ -65,6 +71,29 @@ async def test_users_roundtrip_and_email_uniqueness(stores: Stores) -> None:
     assert reread is not None and reread.password_hash == "$argon2id$new"
     with pytest.raises(UserNotFound):
         await users.set_status(uuid.UUID(int=99), "active", later)
+
+
+#: Where Python's str.lower and PostgreSQL's lower() disagree: final sigma, dotted capital I.
+UNICODE_EMAILS = ["ΟΔΟΣ@example.com", "İLKER@example.com"]
+
+
+@pytest.mark.parametrize("email", UNICODE_EMAILS)
+async def test_email_is_stored_and_found_in_one_normal_form(stores: Stores, email: str) -> None:
+    users = stores.users
+    await users.create_user(_user(email))
+    found = await users.find_by_email(email)
+    assert found is not None and found.email == normalize_email(email)
+    assert await users.find_by_email(normalize_email(email)) == found
+    assert await users.get_user(found.id) == found
+    with pytest.raises(EmailTaken):
+        await users.create_user(_user(normalize_email(email), n=2))
+
+
+@pytest.mark.parametrize("email", UNICODE_EMAILS)
+async def test_normalised_email_is_found_by_what_the_user_types(stores: Stores, email: str) -> None:
+    user = _user(normalize_email(email))  # what AuthService.register stores
+    await stores.users.create_user(user)
+    assert await stores.users.find_by_email(email) == user
 
 
 async def test_sessions_device_limit_rotation_and_reuse(stores: Stores) -> None:

@@ -214,6 +214,11 @@ class AccountBalanceResult(msgspec.Struct, frozen=True):
 # ---- parsing -----------------------------------------------------------------
 
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+#: What msgspec raises for bytes it cannot read as JSON of the wanted shape
+#: (ValidationError is a DecodeError). A body nested deeper than the
+#: recursion limit raises RecursionError instead: malformed all the same, and
+#: a callback route must be able to acknowledge it.
+_UNREADABLE = (msgspec.DecodeError, RecursionError)
 
 
 def _decode(raw: bytes | str, kind: type[Any], what: str) -> Any:
@@ -223,7 +228,7 @@ def _decode(raw: bytes | str, kind: type[Any], what: str) -> Any:
         decoder = _DECODERS[kind] = msgspec.json.Decoder(kind, float_hook=Decimal)
     try:
         return decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _UNREADABLE as exc:
         raise DarajaProtocolError(f"malformed {what}: {exc}") from None
 
 
@@ -262,7 +267,7 @@ def parse_error(raw: bytes) -> ErrorEnvelope | None:
     """The ``{"requestId","errorCode","errorMessage"}`` envelope, if that is what it is."""
     try:
         env = msgspec.json.decode(raw, type=ErrorEnvelope)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _UNREADABLE:
         return None
     return env if env.errorCode else None
 

@@ -34,6 +34,7 @@ from penpay.storage.identity import (
     UserNotFound,
     UserStatus,
     UserStore,
+    normalize_email,
 )
 
 REFRESH_TOKEN_TTL_S = 30 * 24 * 3600
@@ -117,7 +118,7 @@ class AuthService:
 
     def email_index(self, email: str) -> str:
         """A short keyed digest of an e-mail for audit payloads (no raw PII there)."""
-        return self.pii.blind_index(email.lower(), purpose=EMAIL_INDEX_PURPOSE).hex()
+        return self.pii.blind_index(normalize_email(email), purpose=EMAIL_INDEX_PURPOSE).hex()
 
     def phone_of(self, user: User) -> str | None:
         """The user's phone number in clear (E.164); None for an operator without one."""
@@ -162,7 +163,7 @@ class AuthService:
             )
         user = User(
             id=user_id,
-            email=email.lower(),
+            email=normalize_email(email),
             phone_ciphertext=ciphertext,
             phone_key_version=self.pii.current_version if ciphertext else None,
             phone_blind_index=self.phone_index(phone_e164) if phone_e164 else None,
