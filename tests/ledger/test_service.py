@@ -10,10 +10,11 @@ import msgspec
 import trio
 import trio.testing
 
-from penpay.actors.ledger import LedgerAccount, ResultCode, Transfer, TransferKind
+from penpay.actors.ledger import Ledger, LedgerAccount, ResultCode, Transfer, TransferKind
+from penpay.actors.ledger.account import GetBalance, GetHeldGroups
 from penpay.actors.ledger.errors import LedgerUnavailable
 from penpay.actors.ledger.store import CommitOutcome
-from penpay.engine import EventRecord, InMemoryJournal
+from penpay.engine import EngineConfig, EventRecord, InMemoryJournal, MailboxFull
 from penpay.engine.testing import settle
 from penpay.storage.transfers_memory import InMemoryTransferStore
 from tests.ledger.helpers import fund, open_ledger, tid, transfer
@@ -337,3 +338,39 @@ async def test_a_resubmitted_pending_transfer_held_after_its_post_is_not_taken_f
     async with open_ledger(journal=journal, store=ledger.store, seed=1) as replayed:
         b = await replayed.balance("mpesa_float")
         assert (b.credits_pending, b.credits_posted) == (0, 300)  # and so says the journal
+
+
+class _CancellingStore(InMemoryTransferStore):
+    """Commits, then leaves the account's mailbox full and cancels the caller."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed: tuple[Ledger, trio.CancelScope] | None = None
+
+    async def commit(self, group_id: str, transfers: Sequence[Transfer]) -> CommitOutcome:
+        outcome = await super().commit(group_id, transfers)
+        if self.armed is not None:
+            ledger, caller = self.armed
+            account = ledger.system.ref(LedgerAccount, "mpesa_float")
+            with contextlib.suppress(MailboxFull):
+                while True:
+                    account.tell_nowait(GetBalance())
+            caller.cancel()
+        return outcome
+
+
+async def test_a_caller_cancelled_after_the_commit_still_confirms_every_account(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The store has decided: a confirm left unsent would keep the group held on a hot
+    account, which is never idle long enough to be re-activated and resolve it."""
+    store = _CancellingStore()
+    async with open_ledger(store=store, config=EngineConfig(mailbox_capacity=4)) as ledger:
+        await fund(ledger, kes_cents=1000)
+        with trio.CancelScope() as caller:
+            store.armed = (ledger, caller)
+            await ledger.create_transfers([transfer("t", "mpesa_float", "suspense_kes", 100)])
+        store.armed = None
+        await settle(ledger.system)
+        assert await ledger.system.ref(LedgerAccount, "mpesa_float").ask(GetHeldGroups()) == []
+        assert (await ledger.balance("mpesa_float")).debits_posted == 1000 + 100

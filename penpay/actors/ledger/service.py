@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
+import trio
 
 from penpay.actors.ledger.account import (
     ApplyResolutions,
@@ -275,8 +276,9 @@ class Ledger:
         except TransferStoreUnavailable as exc:
             outcome = await self._decide_unknown(group_id, accounts, exc)
         if outcome is CommitOutcome.COMMITTED:
-            for account in accounts:
-                await self._tell(account, ApplyResolutions(group_id, tuple(legs[account])))
+            with trio.CancelScope(shield=True):  # as in _tell_all
+                for account in accounts:
+                    await self._tell(account, ApplyResolutions(group_id, tuple(legs[account])))
             self._remember(stamped)
             return GroupResult(
                 tuple(TransferResult(t.id, ResultCode.OK) for t in transfers), group_id
@@ -437,10 +439,18 @@ class Ledger:
     def _ref(self, account: str) -> ActorRef:
         return self.system.ref(LedgerAccount, account)
 
-    async def _tell_all(self, accounts: Iterable[str], message: Confirm | Release) -> None:
-        """Best effort: an account that cannot take it resolves the hold on its next activation."""
-        for account in accounts:
-            await self._tell(account, message)
+    async def _tell_all(
+        self, accounts: Iterable[str], message: Confirm | Release
+    ) -> None:
+        """Best effort: an account that cannot take it resolves the hold on its next activation.
+
+        Shielded: once the store has decided, a caller cancelled halfway would
+        leave the group confirmed on some accounts and held on the others,
+        and a hot account is never idle long enough to be re-activated.
+        """
+        with trio.CancelScope(shield=True):
+            for account in accounts:
+                await self._tell(account, message)
 
     async def _tell(self, account: str, message: Confirm | Release | ApplyResolutions) -> None:
         ref = self._ref(account)
