@@ -198,3 +198,22 @@ async def test_suspended_user_cannot_log_in_or_refresh(services: Services) -> No
     assert denied.status_code == 403
     assert denied.json()["code"] == "account_suspended"
     assert refused.status_code == 401
+
+
+async def test_a_refresh_token_shown_from_another_device_ends_its_session(
+    services: Services,
+) -> None:
+    async with serving(create_app(services)) as url, httpx.AsyncClient(base_url=url) as client:
+        await register(client)
+        token = (await login(client, device_id="phone")).json()["refresh_token"]
+        stolen = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": token, "device_id": "elsewhere"}
+        )
+        assert stolen.status_code == 401
+        owner = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": token, "device_id": "phone"}
+        )
+        assert owner.status_code == 401  # the session it belonged to is over
+    assert services.audit is not None
+    actions = [e.action for e in await services.audit.page(limit=100)]
+    assert "auth.refresh_wrong_device" in actions

@@ -289,8 +289,19 @@ class AuthService:
         now = self.clock.now()
         token_hash = hash_refresh_token(refresh_token)
         presented = await self.users.find_refresh(token_hash)
-        if presented is None or (device_id is not None and device_id != presented.device_id):
+        if presented is None:
             raise InvalidRefreshToken("refresh token is not valid")
+        if device_id is not None and device_id != presented.device_id:
+            # A refresh token is bound to its device: shown from another, it has
+            # leaked. As with reuse, the whole session ends, spent token or not.
+            await self.users.revoke_family(presented.family_id, now)
+            await self.audit.append(
+                "anonymous",
+                "auth.refresh_wrong_device",
+                f"user:{presented.user_id}",
+                {"family_id": str(presented.family_id), "device_id": presented.device_id},
+            )
+            raise InvalidRefreshToken("refresh token is not valid; the session is revoked")
         user = await self.users.get_user(presented.user_id)
         if user is None or user.status in ("suspended", "closed"):
             raise InvalidRefreshToken("refresh token is not valid")
