@@ -433,10 +433,11 @@ def _decide_refund(
             # Daraja already has this payout (we resent after a restart): ask its status.
             return [RefundUnknown(now_ms, "M-Pesa already holds this refund request")]
         case B2CRejected():
-            reason = f"refund refused by M-Pesa: {event.error_code}"
-            if state.refund_conversation_id is not None:
-                return [ReviewNeeded(now_ms, reason)]  # it took a request with this id before
-            return [RefundFailed(now_ms, reason)]
+            if state.refund_conversation_id is not None or state.refund_unknown:
+                # M-Pesa took (or may have taken) a request with this id: refusing a
+                # resend proves nothing about it. Its status decides, then review.
+                return []
+            return [RefundFailed(now_ms, f"refund refused by M-Pesa: {event.error_code}")]
         case B2CUnknown():
             return [RefundUnknown(now_ms, event.reason)]
         case B2CResult():

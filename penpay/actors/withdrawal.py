@@ -466,8 +466,11 @@ def _decide_payout(
                 if state.payout_unknown:
                     return []
                 return [PayoutUnknown(now_ms, "M-Pesa already holds this payout request")]
-            if state.payout_conversation_id is not None:
-                return []  # stale: M-Pesa accepted a request with this id, so it may pay
+            if state.payout_conversation_id is not None or state.payout_unknown:
+                # M-Pesa accepted a request with this id, or may have: this refusal
+                # (of a resend, say a spike arrest) proves nothing about that one,
+                # which may still pay. Its status decides, as for a lost answer.
+                return []
             detail = f"{event.error_code}: {event.message}"
             return [_return_started(state, "mpesa_payout_rejected", detail, now_ms)]
         case B2CUnknown() if event.originator_conversation_id == ours and not state.payout_unknown:

@@ -15,6 +15,7 @@ from penpay.actors.saga import (
     B2CAccepted,
     B2CRejected,
     B2CResult,
+    B2CUnknown,
     Command,
     CreditDeriv,
     Deadline,
@@ -270,6 +271,19 @@ def test_a_refund_m_pesa_refused_for_good_can_be_reversed_again_with_a_new_id() 
     assert flow.state.status is Status.REVERSED
     assert Counter(flow.postings())["mpesa_refunded"] == 1
     assert flow.replayed() == flow.state
+
+
+def test_a_refused_refund_resend_keeps_the_refund_identity() -> None:
+    flow, first = _refunding()
+    flow.feed(B2CUnknown(first, "no answer within 30 s"))
+    flow.feed(B2CResult(first, "2032", "does not exist", from_status_query=True))
+    assert flow.feed(B2CRejected(first, "500.003.02", "Spike Arrest Violation")) == []
+    assert flow.state.status is Status.REVERSING and not flow.state.refund_failed
+    for _ in range(TIMINGS.b2c_queries_max + 1):
+        flow.feed(Deadline("b2c"))
+    assert flow.state.status is Status.NEEDS_REVIEW
+    flow.feed(Resolve("reverse", "try again", "op@penpay"))
+    assert set(_refunds(flow)) == {first}  # the first may still pay: never a second id
 
 
 def test_a_reversal_while_the_refund_may_still_pay_resends_the_same_id() -> None:

@@ -289,6 +289,19 @@ def test_a_not_final_payout_failure_the_status_query_confirms_returns_the_usd() 
     assert len(flow.returns()) == 1
 
 
+def test_a_refused_resend_proves_nothing_about_the_first_send() -> None:
+    """The first send's answer was lost and M-Pesa cannot show it yet; the resend (same id)
+    meets a spike arrest. The first may still pay, so no USD goes back."""
+    flow = withdrawn_flow()
+    flow.feed(B2CUnknown(ORIGINATOR, "no answer within 30 s"))
+    flow.feed(B2CResult(ORIGINATOR, "2032", "does not exist", from_status_query=True))
+    assert sum(isinstance(c, PayB2C) for c in flow.commands) == 2  # resent, same id
+    assert flow.feed(B2CRejected(ORIGINATOR, "500.003.02", "Spike Arrest Violation")) == []
+    flow.feed(B2CResult(ORIGINATOR, "0", "ok", "R", KES))  # the first send paid
+    assert flow.state.status is Status.COMPLETED
+    assert flow.returns() == []
+
+
 def test_a_sync_rejection_of_the_payout_returns_the_usd() -> None:
     flow = withdrawn_flow()
     flow.feed(B2CRejected(ORIGINATOR, "400.002.02", "Invalid Amount"))
