@@ -310,7 +310,12 @@ class SagaTimings(msgspec.Struct, frozen=True, kw_only=True):
     stk_query_interval_ms: int = 10_000
     stk_queries_max: int = 12
     deriv_lookup_interval_ms: int = 5_000
-    deriv_lookups_max: int = 3
+    #: A Deriv call whose answer was lost is declared absent (and a credit
+    #: retried under a new reference, a withdrawal failed) only after this many
+    #: lookups found nothing: a minute at the interval above. Deriv can apply a
+    #: request some seconds after the socket carrying it died; a verdict within
+    #: that time would credit twice.
+    deriv_lookups_max: int = 12
     deriv_attempts_max: int = 2
     b2c_result_ms: int = 120_000
     b2c_queries_max: int = 6
