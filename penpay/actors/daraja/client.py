@@ -18,6 +18,7 @@ Rules this client keeps, and why:
 from __future__ import annotations
 
 import base64
+import functools
 import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
@@ -30,12 +31,13 @@ import trio
 
 from penpay.actors.daraja import schemas
 from penpay.actors.daraja.auth import TokenCache
-from penpay.actors.daraja.breaker import CircuitBreaker
+from penpay.actors.daraja.breaker import Attempt, CircuitBreaker
 from penpay.actors.daraja.config import DarajaClientConfig
 from penpay.actors.daraja.errors import (
     CallNotSent,
     DarajaAuthError,
     DarajaCommunicationError,
+    DarajaError,
     DarajaProtocolError,
     DarajaRejected,
     DarajaUnreachable,
@@ -220,16 +222,11 @@ class DarajaClient:
         ``money`` is ``(operation, reference)`` for a money-moving call, or
         ``None`` for a query. Daraja's error
         envelopes become :class:`DarajaRejected`; a lost answer becomes
-        :class:`OutcomeUnknown` for money and :class:`_Retryable` for queries.
+        :class:`OutcomeUnknown` for money and :class:`_Retryable` for queries;
+        no token (see :meth:`_token`) becomes :class:`CallNotSent` for money.
         """
         with self.breaker.guard() as attempt:
-            try:
-                token = await self.tokens.get()
-            except (DarajaCommunicationError, DarajaUnreachable) as exc:
-                attempt.failure()
-                if money is not None:
-                    raise CallNotSent(f"{money[0]} {money[1]!r} not sent: {exc}") from exc
-                raise
+            token = await self._token(self.tokens.get, attempt, money)
             for token_attempt in range(2):
                 try:
                     response = await self._exchange(
@@ -251,7 +248,8 @@ class DarajaClient:
                 envelope = schemas.parse_error(response.content)
                 code = envelope.errorCode if envelope else ""
                 if code in TOKEN_ERROR_CODES and token_attempt == 0:
-                    token = await self.tokens.refresh(token)
+                    refresh = functools.partial(self.tokens.refresh, token)
+                    token = await self._token(refresh, attempt, money)
                     continue
                 if envelope is None or code == _INTERNAL_ERROR:
                     if response.status_code < 500 and envelope is None:
@@ -273,6 +271,28 @@ class DarajaClient:
                     attempt.success()
                 raise rejection
         raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _token(
+        fetch: Callable[[], Awaitable[str]], attempt: Attempt, money: tuple[str, str] | None
+    ) -> str:
+        """A token from ``fetch`` (get or refresh), or the reason there is none.
+
+        Called only while no money request is pending at Daraja: before the
+        first send, or after Daraja rejected our token (which proves it did
+        not process the request). So whatever goes wrong here (OAuth
+        unreachable, refused credentials, an unreadable token) a money call
+        is :class:`CallNotSent`, never :class:`OutcomeUnknown`. It is also a
+        breaker failure: without a token no call can succeed, so bad
+        credentials must open the breaker rather than hammer OAuth.
+        """
+        try:
+            return await fetch()
+        except DarajaError as exc:
+            attempt.failure()
+            if money is not None:
+                raise CallNotSent(f"{money[0]} {money[1]!r} not sent: {exc}") from exc
+            raise
 
     @staticmethod
     def _rejection(envelope: schemas.ErrorEnvelope, status: int) -> DarajaRejected:

@@ -85,10 +85,12 @@ class DarajaCommunicationError(DarajaError):
 
 
 class CallNotSent(DarajaError):
-    """A money call was never sent: no OAuth token could be had for it.
+    """A money call was never processed: no OAuth token could be had for it.
 
-    Unlike :class:`OutcomeUnknown`, this is certain: nothing reached the
-    STK Push or B2C endpoint, so nothing can have happened.
+    Either no token could be had before sending, or Daraja rejected the
+    token (which proves it did not process the request) and no new one
+    could be had. Unlike :class:`OutcomeUnknown`, this is certain: nothing
+    was processed at the STK Push or B2C endpoint, so nothing can have happened.
     """
 
 

@@ -7,8 +7,10 @@ import re
 from penpay.actors.daraja.errors import InvalidPhoneNumber
 
 _SEPARATORS = re.compile(r"[\s\-().]")
-_NATIONAL = re.compile(r"^0([17]\d{8})$")
-_INTERNATIONAL = re.compile(r"^\+?254([17]\d{8})$")
+# re.ASCII: plain ``\d`` also matches Arabic-Indic, full-width and other
+# Unicode digits, which would go out to Daraja as PartyA/PartyB.
+_NATIONAL = re.compile(r"0([17]\d{8})", re.ASCII)
+_INTERNATIONAL = re.compile(r"\+?254([17]\d{8})", re.ASCII)
 
 
 def normalize_msisdn(raw: str) -> str:
@@ -21,7 +23,7 @@ def normalize_msisdn(raw: str) -> str:
     if not isinstance(raw, str):
         raise InvalidPhoneNumber(f"phone number must be a string, got {type(raw).__name__}")
     compact = _SEPARATORS.sub("", raw.strip())
-    match = _NATIONAL.match(compact) or _INTERNATIONAL.match(compact)
+    match = _NATIONAL.fullmatch(compact) or _INTERNATIONAL.fullmatch(compact)
     if match is None:
         raise InvalidPhoneNumber(
             f"{raw!r} is not a Kenyan mobile number (expected 07XXXXXXXX, 01XXXXXXXX, "

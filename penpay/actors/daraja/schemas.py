@@ -6,9 +6,11 @@ sub-cent precision instead of rounding. Quirks handled here, per
 protocols.md 1.3-1.7 and 4:
 
 * STK callback metadata items are read **by Name**; ``Balance`` may lack a
-  ``Value``; ``CallbackMetadata`` exists only on success.
+  ``Value`` or be text like ``{Amount={BasicAmount=46.00, …}}`` (read
+  leniently: PenPay does not use it); ``CallbackMetadata`` exists only on success.
 * ``ResultCode`` is a number in callbacks and B2C results and a string in STK
-  Query and Account Balance: always normalised to ``str``.
+  Query and Account Balance: every ``ResultCode``/``ResponseCode`` is read as
+  either and normalised to ``str``.
 * ``ResultParameters.ResultParameter`` may be one object instead of a list.
 * ``expires_in`` may be ``3599`` or ``"3599"``.
 """
@@ -183,7 +185,15 @@ class B2CResult(msgspec.Struct, frozen=True):
 
 
 class TransactionStatusResult(msgspec.Struct, frozen=True):
-    """A Transaction Status result; ``status`` is e.g. ``"Completed"``."""
+    """A Transaction Status result; ``status`` is e.g. ``"Completed"``.
+
+    Two OriginatorConversationIDs arrive, and they differ:
+    ``result.originator_conversation_id`` (the envelope's) names the *status
+    query* itself, while ``originator_conversation_id`` here is the
+    ``OriginatorConversationID`` ResultParameter: the id of the *queried*
+    transaction, i.e. which payout attempt this answer is about. ``None``
+    when Daraja sent none (e.g. a failed lookup without parameters).
+    """
 
     result: DarajaResult
     status: str | None
@@ -284,18 +294,45 @@ def parse_token(raw: bytes) -> tuple[str, int]:
     return token.access_token, expires_in
 
 
+_RESPONSE_CODE = ("ResponseCode",)
+_QUERY_CODES = ("ResponseCode", "ResultCode")
+
+
+def _decode_with_codes(raw: bytes, kind: type[Any], what: str, codes: tuple[str, ...]) -> Any:
+    """Decode ``kind`` after turning its code fields into strings.
+
+    Daraja documents these codes as strings but sends numbers elsewhere
+    (protocols.md 1.4, 1.5): ``0`` and ``"0"`` must mean the same, or a
+    numeric code would make an otherwise good answer unreadable.
+    """
+    data: dict[str, Any] = _decode(raw, dict[str, Any], what)
+    for name in codes:
+        if data.get(name) is not None:
+            data[name] = code_str(data[name])
+    try:
+        return msgspec.convert(data, kind)
+    except _UNREADABLE as exc:
+        raise DarajaProtocolError(f"malformed {what}: {exc}") from None
+
+
 def parse_stk_accepted(raw: bytes) -> StkPushAccepted:
-    accepted: StkPushAccepted = _decode(raw, StkPushAccepted, "STK Push response")
+    accepted: StkPushAccepted = _decode_with_codes(
+        raw, StkPushAccepted, "STK Push response", _RESPONSE_CODE
+    )
     return accepted
 
 
 def parse_stk_query(raw: bytes) -> StkQueryResponse:
-    response: StkQueryResponse = _decode(raw, StkQueryResponse, "STK Query response")
+    response: StkQueryResponse = _decode_with_codes(
+        raw, StkQueryResponse, "STK Query response", _QUERY_CODES
+    )
     return response
 
 
 def parse_async_accepted(raw: bytes) -> AsyncAccepted:
-    accepted: AsyncAccepted = _decode(raw, AsyncAccepted, "acknowledgement")
+    accepted: AsyncAccepted = _decode_with_codes(
+        raw, AsyncAccepted, "acknowledgement", _RESPONSE_CODE
+    )
     return accepted
 
 
@@ -311,8 +348,7 @@ def parse_stk_callback(raw: bytes | str) -> StkCallback:
         by_name = {item.Name: item.Value for item in listed}
         if by_name.get("Amount") is not None:
             fields["amount_cents"] = kes_cents(by_name["Amount"], "STK Amount")
-        if by_name.get("Balance") is not None:
-            fields["balance_cents"] = kes_cents(by_name["Balance"], "STK Balance")
+        fields["balance_cents"] = _lenient_cents(by_name.get("Balance"))
         fields["receipt"] = _opt_str(by_name.get("MpesaReceiptNumber"))
         fields["transaction_date"] = _opt_str(by_name.get("TransactionDate"))
         fields["phone"] = _opt_str(by_name.get("PhoneNumber"))
@@ -346,6 +382,20 @@ def parse_result(raw: bytes | str) -> DarajaResult:
     )
 
 
+def _lenient_cents(value: Any) -> int | None:
+    """A plain amount as cents, else ``None``.
+
+    For optional fields PenPay never acts on, such as the STK callback's
+    ``Balance``, which may be absent, valueless or text like
+    ``{Amount={BasicAmount=46.00, …}}`` (protocols.md 1.3): refusing it would
+    throw away a paid callback, receipt and all.
+    """
+    try:
+        return _opt_cents(value, "optional amount")
+    except DarajaProtocolError:
+        return None
+
+
 def _opt_cents(value: Any, what: str) -> int | None:
     return None if value is None or value == "" else kes_cents(value, what)
 
@@ -375,7 +425,7 @@ def parse_transaction_status_result(raw: bytes | str) -> TransactionStatusResult
         status=_opt_str(r.get("TransactionStatus")),
         amount_cents=_opt_cents(r.get("Amount"), "Amount"),
         receipt=_opt_str(r.get("ReceiptNo")),
-        originator_conversation_id=_opt_str(r.get("OriginatorConversationID")),
+        originator_conversation_id=_opt_str(r.get("OriginatorConversationID")) or None,
         conversation_id=_opt_str(r.get("ConversationID")),
         debit_party_name=_opt_str(parties[0]) if parties else None,
         credit_party_name=_opt_str(parties[1]) if len(parties) > 1 else None,
