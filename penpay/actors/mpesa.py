@@ -11,6 +11,7 @@ would be the transaction's decision, and it makes it by querying.
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -36,31 +37,57 @@ from penpay.actors.saga import (
 log = logging.getLogger("penpay.mpesa")
 
 
+#: Where Daraja's callbacks land, under PenPay's base URL. Daraja refuses a
+#: CallBackURL holding "mpesa", "safaricom", "query", "exe", "cmd", "sql", ...
+#: in any case, and likely any uppercase (protocols.md 1.11), so these paths
+#: are short, lowercase and neutral. The older ``/callbacks/mpesa/...`` routes
+#: (API.md) are still served for URLs handed out before, but never handed out.
+CALLBACK_PATH = "/api/v1/callbacks"
+
+
 class CallbackUrls(msgspec.Struct, frozen=True):
-    """Builds the callback URLs Daraja is told to call (``base`` is PenPay's public URL)."""
+    """Builds the callback URLs Daraja is told to call (``base`` is PenPay's public URL).
+
+    A Transaction Status answer is told apart from a payout's own answer by
+    its path (``b2c/status/...``): a failed *query* must never read as a
+    failed *payout*. No query string: Daraja refuses the word "query".
+    """
 
     base: str
 
     def stk(self, token: str) -> str:
-        return f"{self.base}/api/v1/callbacks/mpesa/stk/{token}"
+        return self._url("stk", token)
 
     def b2c_result(self, token: str) -> str:
-        return f"{self.base}/api/v1/callbacks/mpesa/b2c/result/{token}"
+        return self._url("b2c/result", token)
 
     def b2c_timeout(self, token: str) -> str:
-        return f"{self.base}/api/v1/callbacks/mpesa/b2c/timeout/{token}"
-
-    # A Transaction Status answer comes to the same routes, marked by the URL
-    # PenPay gave: a failed *query* must never read as a failed *payout*.
+        return self._url("b2c/timeout", token)
 
     def b2c_status_result(self, token: str) -> str:
-        return f"{self.b2c_result(token)}?{STATUS_QUERY_MARK}"
+        return self._url("b2c/status/result", token)
 
     def b2c_status_timeout(self, token: str) -> str:
-        return f"{self.b2c_timeout(token)}?{STATUS_QUERY_MARK}"
+        return self._url("b2c/status/timeout", token)
+
+    def _url(self, route: str, token: str) -> str:
+        return f"{_lowercase_host(self.base)}{CALLBACK_PATH}/{route}/{token}"
 
 
-#: The query string on the callback URLs of a Transaction Status request.
+def _lowercase_host(base: str) -> str:
+    """``base`` with its scheme and host in lowercase, the rest as configured.
+
+    Host names are case-insensitive, and Daraja refused a CallBackURL whose
+    host had uppercase letters (protocols.md 1.11). A path prefix is left
+    alone: a reverse proxy may route on its exact spelling.
+    """
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()))
+
+
+#: The query string that marked a Transaction Status answer on the URLs handed
+#: out before status answers got paths of their own. Still honoured on the
+#: ``/callbacks/mpesa/b2c/...`` routes for queries already in flight.
 STATUS_QUERY_MARK = "query=status"
 
 

@@ -6,6 +6,13 @@ the allow-list (403), (2) stores the raw body before anything else, (3)
 answers 200 at once, and leaves the meaning to the transaction, which treats
 the callback as a hint and confirms by query. Duplicates and late callbacks
 are answered 200 too; the transaction ignores what it already knows.
+
+Two sets of routes run the same code. PenPay hands Daraja only the neutral
+ones (``/callbacks/stk``, ``/callbacks/b2c/{result,timeout}``,
+``/callbacks/b2c/status/{result,timeout}``), because Daraja refuses a
+callback URL that says "mpesa" or "query". API.md's ``/callbacks/mpesa/...``
+routes stay for URLs handed out before; there ``?query=status`` still marks
+a Transaction Status answer.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -62,6 +69,8 @@ class CallbackDeps:
 
 
 _ACK = json_response(daraja.STK_CALLBACK_ACK)
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 async def _accept(request: Request, kind: str) -> tuple[CallbackDeps, str, str, bytes] | Response:
@@ -139,31 +148,52 @@ async def stk_callback(request: Request) -> Response:
 PAYOUT_FAILED_STATUSES = frozenset({"failed", "declined", "cancelled", "expired"})
 
 
-def _is_status_answer(request: Request) -> bool:
+#: Tells whether a request to a B2C route is a Transaction Status answer.
+StatusMark = Callable[[Request], bool]
+
+
+def _marked_by_query(request: Request) -> bool:
+    """The old routes: a status answer came with ``?query=status`` (still in flight)."""
     return request.url.query == STATUS_QUERY_MARK
 
 
+def _payout_path(request: Request) -> bool:
+    """``.../b2c/result`` and ``.../b2c/timeout``: the payout's own answer."""
+    return False
+
+
+def _status_path(request: Request) -> bool:
+    """``.../b2c/status/...``: the answer to a Transaction Status query."""
+    return True
+
+
 def _status_input(body: bytes) -> B2CResult:
-    """A Transaction Status answer about our payout, in the saga's terms."""
+    """A Transaction Status answer about our payout, in the saga's terms.
+
+    It names the payout it is about (the queried OriginatorConversationID):
+    an answer about an earlier attempt of a refund, arriving after the next
+    attempt was sent, must not be taken for the current one.
+    """
     status = daraja.parse_transaction_status_result(body)
     result = status.result
+    about = status.originator_conversation_id or ""  # none: the transaction's current payout
     if not result.succeeded:  # e.g. 2032: M-Pesa holds no such payout, or not yet
-        return B2CResult("", result.result_code or "1", result.result_desc,
+        return B2CResult(about, result.result_code or "1", result.result_desc,
                          from_status_query=True)
     state = (status.status or "").lower()
     if state == "completed":
-        return B2CResult("", "0", result.result_desc, receipt=status.receipt,
+        return B2CResult(about, "0", result.result_desc, receipt=status.receipt,
                          amount_kes_cents=status.amount_cents, from_status_query=True)
     if state in PAYOUT_FAILED_STATUSES:
-        return B2CResult("", f"status {status.status}", result.result_desc,
+        return B2CResult(about, f"status {status.status}", result.result_desc,
                          from_status_query=True, payout_failed=True)
-    return B2CResult("", None, f"payout is {status.status!r}", from_status_query=True)
+    return B2CResult(about, None, f"payout is {status.status!r}", from_status_query=True)
 
 
 def _b2c_input(body: bytes, *, status_answer: bool) -> B2CResult:
     result = daraja.parse_result(body)
     if status_answer or result.get("TransactionStatus") is not None:
-        # A URL without the mark: a status query sent before the mark existed.
+        # A URL without any mark: a status query sent before marks existed.
         return _status_input(body)
     payout = daraja.parse_b2c_result(body)
     return B2CResult(
@@ -175,16 +205,25 @@ def _b2c_input(body: bytes, *, status_answer: bool) -> B2CResult:
     )
 
 
-async def b2c_result_callback(request: Request) -> Response:
-    status_answer = _is_status_answer(request)
-    accepted = await _accept(request, "b2c_status_result" if status_answer else "b2c_result")
-    if isinstance(accepted, Response):
-        return accepted
-    deps, kind, transaction_id, body = accepted
-    return await _process(
-        deps, kind, transaction_id, "B2C result",
-        lambda: _b2c_input(body, status_answer=status_answer),
-    )  # fmt: skip
+def b2c_result_route(is_status: StatusMark) -> Endpoint:
+    """The B2C result endpoint; ``is_status`` says where a status answer is marked.
+
+    One body of code for every route, so an answer reads the same whichever
+    URL it came to: only the mark differs (path now, query string before).
+    """
+
+    async def b2c_result_callback(request: Request) -> Response:
+        status_answer = is_status(request)
+        accepted = await _accept(request, "b2c_status_result" if status_answer else "b2c_result")
+        if isinstance(accepted, Response):
+            return accepted
+        deps, kind, transaction_id, body = accepted
+        return await _process(
+            deps, kind, transaction_id, "B2C result",
+            lambda: _b2c_input(body, status_answer=status_answer),
+        )  # fmt: skip
+
+    return b2c_result_callback
 
 
 def _timeout_input(*, status_answer: bool) -> Input:
@@ -193,16 +232,21 @@ def _timeout_input(*, status_answer: bool) -> Input:
     return B2CUnknown("", "M-Pesa queue time-out")
 
 
-async def b2c_timeout_callback(request: Request) -> Response:
-    status_answer = _is_status_answer(request)
-    accepted = await _accept(request, "b2c_status_timeout" if status_answer else "b2c_timeout")
-    if isinstance(accepted, Response):
-        return accepted
-    deps, kind, transaction_id, _ = accepted
-    return await _process(
-        deps, kind, transaction_id, "B2C time-out",
-        lambda: _timeout_input(status_answer=status_answer),
-    )  # fmt: skip
+def b2c_timeout_route(is_status: StatusMark) -> Endpoint:
+    """The queue time-out endpoint; ``is_status`` as for :func:`b2c_result_route`."""
+
+    async def b2c_timeout_callback(request: Request) -> Response:
+        status_answer = is_status(request)
+        accepted = await _accept(request, "b2c_status_timeout" if status_answer else "b2c_timeout")
+        if isinstance(accepted, Response):
+            return accepted
+        deps, kind, transaction_id, _ = accepted
+        return await _process(
+            deps, kind, transaction_id, "B2C time-out",
+            lambda: _timeout_input(status_answer=status_answer),
+        )  # fmt: skip
+
+    return b2c_timeout_callback
 
 
 @admin_only
@@ -229,12 +273,44 @@ async def admin_raw_callbacks(request: Request) -> Response:
     })
 
 
-def routes(prefix: str = "/api/v1") -> list[Route]:
+def _callback_routes(prefix: str) -> list[Route]:
+    """The routes whose URLs PenPay hands Daraja (``CallbackUrls``).
+
+    Neutral and lowercase: Daraja refuses a CallBackURL that says "mpesa" or
+    "query" (protocols.md 1.11). A status answer is marked by its path.
+    They stay under ``/callbacks/`` so the rate-limit exemption and the
+    callback body limit, both keyed on that prefix, cover them.
+    """
+    base = f"{prefix}/callbacks"
+    return [
+        Route(f"{base}/stk/{{token}}", stk_callback, methods=["POST"]),
+        Route(f"{base}/b2c/result/{{token}}", b2c_result_route(_payout_path),
+              methods=["POST"]),
+        Route(f"{base}/b2c/timeout/{{token}}", b2c_timeout_route(_payout_path),
+              methods=["POST"]),
+        Route(f"{base}/b2c/status/result/{{token}}", b2c_result_route(_status_path),
+              methods=["POST"]),
+        Route(f"{base}/b2c/status/timeout/{{token}}", b2c_timeout_route(_status_path),
+              methods=["POST"]),
+    ]  # fmt: skip
+
+
+def _contract_routes(prefix: str) -> list[Route]:
+    """The routes API.md documents; URLs handed out before still point here."""
     base = f"{prefix}/callbacks/mpesa"
+    return [
+        Route(f"{base}/stk/{{token}}", stk_callback, methods=["POST"]),
+        Route(f"{base}/b2c/result/{{token}}", b2c_result_route(_marked_by_query),
+              methods=["POST"]),
+        Route(f"{base}/b2c/timeout/{{token}}", b2c_timeout_route(_marked_by_query),
+              methods=["POST"]),
+    ]  # fmt: skip
+
+
+def routes(prefix: str = "/api/v1") -> list[Route]:
     return [
         Route(f"{prefix}/admin/transactions/{{id}}/callbacks", admin_raw_callbacks,
               methods=["GET"]),
-        Route(f"{base}/stk/{{token}}", stk_callback, methods=["POST"]),
-        Route(f"{base}/b2c/result/{{token}}", b2c_result_callback, methods=["POST"]),
-        Route(f"{base}/b2c/timeout/{{token}}", b2c_timeout_callback, methods=["POST"]),
+        *_callback_routes(prefix),
+        *_contract_routes(prefix),
     ]

@@ -43,6 +43,10 @@ MONEY_ERRORS = (
     "idempotency_request_in_progress",
 )
 
+#: What a Daraja callback can be refused with: a token that does not verify,
+#: a source outside the allow-list.
+CALLBACK_ERRORS = ("not_found", "forbidden")
+
 #: Every operation the app serves; a test keeps this and the routes identical.
 OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/healthz"): Op("Liveness", auth="none"),
@@ -108,19 +112,47 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "One of the caller's transactions",
         errors=("not_found",),
     ),
-    ("POST", f"{API}/callbacks/mpesa/stk/{{token}}"): Op(
+    # The callback URLs PenPay hands Daraja: neutral and lowercase, since
+    # Daraja refuses "mpesa" or "query" in one (protocols.md 1.11).
+    ("POST", f"{API}/callbacks/stk/{{token}}"): Op(
         "Daraja STK callback",
-        errors=("not_found", "forbidden",),
+        errors=CALLBACK_ERRORS,
+        auth="none",
+    ),
+    ("POST", f"{API}/callbacks/b2c/result/{{token}}"): Op(
+        "Daraja B2C result",
+        errors=CALLBACK_ERRORS,
+        auth="none",
+    ),
+    ("POST", f"{API}/callbacks/b2c/timeout/{{token}}"): Op(
+        "Daraja B2C queue time-out",
+        errors=CALLBACK_ERRORS,
+        auth="none",
+    ),
+    ("POST", f"{API}/callbacks/b2c/status/result/{{token}}"): Op(
+        "Daraja Transaction Status result",
+        errors=CALLBACK_ERRORS,
+        auth="none",
+    ),
+    ("POST", f"{API}/callbacks/b2c/status/timeout/{{token}}"): Op(
+        "Daraja Transaction Status queue time-out",
+        errors=CALLBACK_ERRORS,
+        auth="none",
+    ),
+    # API.md's routes, still served for callback URLs handed out before.
+    ("POST", f"{API}/callbacks/mpesa/stk/{{token}}"): Op(
+        "Daraja STK callback (older URL)",
+        errors=CALLBACK_ERRORS,
         auth="none",
     ),
     ("POST", f"{API}/callbacks/mpesa/b2c/result/{{token}}"): Op(
-        "Daraja B2C / status result",
-        errors=("not_found", "forbidden",),
+        "Daraja B2C / status result (older URL; ?query=status marks a status answer)",
+        errors=CALLBACK_ERRORS,
         auth="none",
     ),
     ("POST", f"{API}/callbacks/mpesa/b2c/timeout/{{token}}"): Op(
-        "Daraja queue time-out",
-        errors=("not_found", "forbidden",),
+        "Daraja queue time-out (older URL; ?query=status marks a status query's)",
+        errors=CALLBACK_ERRORS,
         auth="none",
     ),
     ("GET", f"{API}/admin/actors"): Op(
