@@ -35,7 +35,7 @@ from penpay.actors.fx import FxPolicy
 from penpay.actors.ledger import DEFAULT_CHART, Ledger
 from penpay.actors.ledger_port import LedgerAdapter, fund
 from penpay.actors.limits_view import limits_provider
-from penpay.actors.mpesa import CallbackUrls, MpesaGateway
+from penpay.actors.mpesa import CallbackUrls, MpesaGateway, refused_words
 from penpay.actors.payments import Payments, run_unstarted_sweeper
 from penpay.actors.policy import Limits
 from penpay.actors.saga import (
@@ -270,6 +270,17 @@ def daraja_client(settings: Settings, boxes: Sandboxes, clock: Any) -> DarajaCli
     return DarajaClient(httpx.AsyncClient(timeout=35), config, wall_clock=clock.now)
 
 
+def callback_urls(settings: Settings, boxes: Sandboxes) -> CallbackUrls:
+    """Where real Daraja will call back; a base URL it would refuse stops start-up."""
+    refused = refused_words(settings.public_base_url)
+    if refused and boxes.daraja_url is None:
+        raise ConfigurationError(
+            f"PENPAY_PUBLIC_BASE_URL holds {', '.join(refused)}: Daraja refuses callback URLs"
+            " with these words (protocols.md 1.11)"
+        )
+    return CallbackUrls(settings.public_base_url)
+
+
 def trusted_proxies(settings: Settings) -> tuple[Network, ...]:
     """``PENPAY_TRUSTED_PROXIES`` as networks; a malformed one stops start-up by name."""
     try:
@@ -349,7 +360,7 @@ async def assemble(
 
     # Gateways: M-Pesa through Daraja, Deriv through the agent socket.
     client = daraja_client(settings, boxes, clock)
-    urls = CallbackUrls(settings.public_base_url)
+    urls = callback_urls(settings, boxes)
     system.register(MpesaGateway, lambda: MpesaGateway(client, urls), passivate_after_s=None)
     deriv_url = boxes.deriv_url or settings.deriv_ws_url
     agent_token, agent_login_id = deriv_agent(settings)

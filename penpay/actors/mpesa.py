@@ -43,6 +43,14 @@ log = logging.getLogger("penpay.mpesa")
 #: are short, lowercase and neutral. The older ``/callbacks/mpesa/...`` routes
 #: (API.md) are still served for URLs handed out before, but never handed out.
 CALLBACK_PATH = "/api/v1/callbacks"
+#: The words Daraja's CallBackURL validator refuses, in any case (protocols.md 1.11).
+REFUSED_WORDS = ("m-pesa", "mpesa", "safaricom", "exe", "exec", "cmd", "sql", "query")
+
+
+def refused_words(url: str) -> list[str]:
+    """The words of ``url`` Daraja would refuse it for (none: it may be handed out)."""
+    lowered = url.lower()
+    return [word for word in REFUSED_WORDS if word in lowered]
 
 
 class CallbackUrls(msgspec.Struct, frozen=True):
