@@ -167,16 +167,20 @@ def _status_path(request: Request) -> bool:
     return True
 
 
-def _status_input(body: bytes) -> B2CResult:
+def _status_input(body: bytes, transaction_id: str) -> B2CResult:
     """A Transaction Status answer about our payout, in the saga's terms.
 
-    It names the payout it is about (the queried OriginatorConversationID):
-    an answer about an earlier attempt of a refund, arriving after the next
-    attempt was sent, must not be taken for the current one.
+    An answer naming one of this transaction's payouts (the queried
+    OriginatorConversationID, which PenPay derives from the transaction id)
+    is about that one: a late answer about a refund's earlier attempt must
+    not be taken for the current attempt. Any other id (protocols.md 1.5:
+    the id in a result "is not always ours") or none means the transaction's
+    current payout, the only one it asked about.
     """
     status = daraja.parse_transaction_status_result(body)
     result = status.result
-    about = status.originator_conversation_id or ""  # none: the transaction's current payout
+    named = status.originator_conversation_id or ""
+    about = named if transaction_id.replace("-", "") in named else ""
     if not result.succeeded:  # e.g. 2032: M-Pesa holds no such payout, or not yet
         return B2CResult(about, result.result_code or "1", result.result_desc,
                          from_status_query=True)
@@ -190,11 +194,11 @@ def _status_input(body: bytes) -> B2CResult:
     return B2CResult(about, None, f"payout is {status.status!r}", from_status_query=True)
 
 
-def _b2c_input(body: bytes, *, status_answer: bool) -> B2CResult:
+def _b2c_input(body: bytes, transaction_id: str, *, status_answer: bool) -> B2CResult:
     result = daraja.parse_result(body)
     if status_answer or result.get("TransactionStatus") is not None:
         # A URL without any mark: a status query sent before marks existed.
-        return _status_input(body)
+        return _status_input(body, transaction_id)
     payout = daraja.parse_b2c_result(body)
     return B2CResult(
         originator_conversation_id="",
@@ -220,7 +224,7 @@ def b2c_result_route(is_status: StatusMark) -> Endpoint:
         deps, kind, transaction_id, body = accepted
         return await _process(
             deps, kind, transaction_id, "B2C result",
-            lambda: _b2c_input(body, status_answer=status_answer),
+            lambda: _b2c_input(body, transaction_id, status_answer=status_answer),
         )  # fmt: skip
 
     return b2c_result_callback

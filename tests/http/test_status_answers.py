@@ -28,7 +28,8 @@ def _status_answer(originator: str, status: str) -> bytes:
 def _deliver(flow: Flow, body: bytes) -> None:
     """What the route builds, addressed as the actor addresses it, decided by the flow."""
     shell = SimpleNamespace(flow=DepositActor.flow, state=flow.state)
-    flow.feed(DepositActor._addressed(shell, _b2c_input(body, status_answer=True)))  # type: ignore[arg-type]
+    answer = _b2c_input(body, flow.state.transaction_id, status_answer=True)
+    flow.feed(DepositActor._addressed(shell, answer))  # type: ignore[arg-type]
 
 
 def test_a_late_answer_about_the_first_refund_attempt_leaves_the_second_alone() -> None:
