@@ -7,8 +7,11 @@ A pure state machine (see :mod:`penpay.actors.saga`). Happy path::
 
 Failures before money moved end in FAILED. If M-Pesa took the money and
 Deriv refused the credit, the shillings go back by B2C: REVERSING, then
-REVERSED. An outcome nobody can establish ends in NEEDS_REVIEW, with the
-collected shillings moved to suspense until an operator resolves it.
+REVERSED. A refusal "for now" (rate limit, "Request too frequent",
+maintenance) is no refusal: the same credit is sent again after a back-off,
+and only a refusal that outlasts every resend is refunded. An outcome nobody
+can establish ends in NEEDS_REVIEW, with the collected shillings moved to
+suspense until an operator resolves it.
 
 Ledger, for a deposit of ``U`` USD paid with ``K`` KES (see doc/ledger.md):
 
@@ -43,6 +46,7 @@ from penpay.actors.saga import (
     DerivCredited,
     DerivLookup,
     DerivRejected,
+    DerivRetryLater,
     DerivUnknown,
     Failure,
     FindDerivTransfer,
@@ -67,6 +71,7 @@ from penpay.actors.saga import (
     StkPushRejected,
     StkPushUnknown,
     StkQueryResult,
+    deriv_resend_delay_ms,
     kes_posting,
     short_reference,
     stk_failure_code,
@@ -103,6 +108,12 @@ class DepositState(msgspec.Struct, frozen=True, kw_only=True):
     deriv_attempt: int = 0
     deriv_unknown: bool = False
     deriv_lookups: int = 0
+    #: How often Deriv refused the current reference "for now" (DerivRetryLater).
+    deriv_deferrals: int = 0
+    #: When the refused credit is sent again; None: no resend is waiting (a
+    #: value means the last call under the reference did nothing and no call
+    #: is in flight).
+    deriv_resend_at_ms: int | None = None
     deriv_transaction_id: int | None = None
     refund_originator_id: str | None = None
     #: Which refund attempt ``refund_originator_id`` names (0: none yet).
@@ -182,6 +193,20 @@ class DerivLookedUp(DepositEvent, frozen=True, tag="deposit.deriv_looked_up"):
     reference: str
 
 
+class DerivCreditDeferred(DepositEvent, frozen=True, tag="deposit.deriv_deferred"):
+    """Deriv refused the credit for now, before doing anything: resend at ``resend_at_ms``."""
+
+    reference: str
+    reason: str
+    resend_at_ms: int
+
+
+class DerivCreditResent(DepositEvent, frozen=True, tag="deposit.deriv_resent"):
+    """The deferred credit goes out again under the same reference."""
+
+    reference: str
+
+
 class DerivRetried(DepositEvent, frozen=True, tag="deposit.deriv_retried"):
     """The previous attempt provably moved nothing; a new reference is used."""
 
@@ -243,7 +268,7 @@ EVENT_TYPES: tuple[type[DepositEvent], ...] = (
     Created, StkAccepted, StkUnknown, PaymentClaimed, StkQueried, MpesaPaid, Failed,
     DerivCreditUnknown, DerivLookedUp, DerivRetried, Completed, RefundStarted, RefundAccepted,
     RefundUnknown, RefundQueried, RefundResent, Refunded, ReviewQueried, ReviewNeeded, Resolved,
-    RefundFailed,
+    RefundFailed, DerivCreditDeferred, DerivCreditResent,
 )
 
 
@@ -387,12 +412,14 @@ def decide(
             return _decide_stk_query(state, event, now_ms, timings)
         case Deadline(name="stk"):
             return _decide_stk_deadline(state, now_ms, timings)
-        case DerivCredited() | DerivRejected() | DerivUnknown() | DerivLookup():
+        case DerivCredited() | DerivRejected() | DerivUnknown() | DerivLookup() | DerivRetryLater():
             if state.status is not Status.AWAITING_DERIV_CONFIRMATION:
                 return []  # late or duplicate news: the credit's outcome is settled
             return _decide_deriv(state, event, now_ms, timings)
         case Deadline(name="deriv_lookup") if state.deriv_unknown:
             return [DerivLookedUp(now_ms, state.deriv_reference or "")]
+        case Deadline(name="deriv_resend") if _resend_due(state):
+            return [DerivCreditResent(now_ms, state.deriv_reference or "")]
         case B2CAccepted() | B2CRejected() | B2CUnknown() | B2CResult():
             if (
                 state.status is not Status.REVERSING
@@ -420,7 +447,39 @@ def _decide_deriv(
             return [DerivCreditUnknown(now_ms, event.reference, event.reason)]
         case DerivLookup() if event.reference == state.deriv_reference and state.deriv_unknown:
             return _decide_deriv_lookup(state, event, now_ms, timings)
+        case DerivRetryLater() if event.reference == state.deriv_reference:
+            return _decide_deriv_deferral(state, event, now_ms, timings)
     return []  # news about another attempt's reference
+
+
+def _resend_due(state: DepositState) -> bool:
+    return (
+        state.status is Status.AWAITING_DERIV_CONFIRMATION
+        and state.deriv_resend_at_ms is not None
+    )
+
+
+def _decide_deriv_deferral(
+    state: DepositState, event: DerivRetryLater, now_ms: int, timings: SagaTimings
+) -> list[DepositEvent]:
+    """Deriv refused the credit for now, before doing anything: send it again later.
+
+    The resend keeps the reference: nothing was done under it, and a new one
+    would leave the old one to be looked up for nothing. Refunding instead (as
+    for a refusal) would send back shillings for a credit a minute's wait
+    would have made. Ignored while a call under the reference has an unknown
+    outcome (the statement settles that one) or a resend is already waiting
+    (a duplicate). Once ``deriv_resends_max`` resends were refused too, the
+    deposit is refunded: every call under the reference was refused before it
+    did anything, so no USD reached the customer.
+    """
+    if state.deriv_unknown or state.deriv_resend_at_ms is not None:
+        return []
+    detail = f"{event.code}: {event.message}"
+    if state.deriv_deferrals >= timings.deriv_resends_max:
+        return [_refund_started(state, "deriv_unavailable", detail, now_ms)]
+    delay_ms = deriv_resend_delay_ms(timings, state.deriv_deferrals, event.reference)
+    return [DerivCreditDeferred(now_ms, event.reference, detail, now_ms + delay_ms)]
 
 
 def _decide_refund(
@@ -567,8 +626,18 @@ def _decide_stk_deadline(
 def _decide_deriv_lookup(
     state: DepositState, event: DerivLookup, now_ms: int, timings: SagaTimings
 ) -> list[DepositEvent]:
+    """Found: completed. A conflict: review. Absent long enough: a new attempt.
+
+    A conflict is a row with our note but another amount or client. Only the
+    agent writes an "Agent note", so it is our own transfer gone wrong, or an
+    operator's: not the credit, and yet no proof that the credit is absent.
+    Calling it absent would credit again under a new reference; an operator
+    decides instead (the shillings wait in suspense).
+    """
     if event.deriv_transaction_id is not None:
         return [Completed(now_ms, event.deriv_transaction_id)]
+    if event.conflict is not None:
+        return [ReviewNeeded(now_ms, f"Deriv statement conflict: {event.conflict}")]
     if state.deriv_lookups < timings.deriv_lookups_max:
         return []  # not there yet: look again after the settle interval
     if state.deriv_attempt < timings.deriv_attempts_max:
@@ -673,13 +742,25 @@ def evolve(state: DepositState, event: DepositEvent) -> DepositState:
                 mpesa_receipt=event.receipt or state.mpesa_receipt,
                 deriv_reference=event.deriv_reference,
                 deriv_attempt=1,
+                deriv_deferrals=0,
+                deriv_resend_at_ms=None,
             )
             return _status(state, Status.AWAITING_DERIV_CONFIRMATION, event.at_ms)
         case Failed():
             state = r(state, failure=Failure(event.code, event.detail))
             return _status(state, Status.FAILED, event.at_ms)
         case DerivCreditUnknown():
-            return r(state, deriv_unknown=True, deriv_lookups=0, updated_at_ms=event.at_ms)
+            return r(
+                state, deriv_unknown=True, deriv_lookups=0, deriv_resend_at_ms=None,
+                updated_at_ms=event.at_ms,
+            )
+        case DerivCreditDeferred():
+            return r(
+                state, deriv_deferrals=state.deriv_deferrals + 1,
+                deriv_resend_at_ms=event.resend_at_ms, updated_at_ms=event.at_ms,
+            )
+        case DerivCreditResent():
+            return r(state, deriv_resend_at_ms=None, updated_at_ms=event.at_ms)
         case DerivLookedUp():
             return r(state, deriv_lookups=state.deriv_lookups + 1, updated_at_ms=event.at_ms)
         case DerivRetried():
@@ -689,6 +770,8 @@ def evolve(state: DepositState, event: DepositEvent) -> DepositState:
                 deriv_attempt=state.deriv_attempt + 1,
                 deriv_unknown=False,
                 deriv_lookups=0,
+                deriv_deferrals=0,
+                deriv_resend_at_ms=None,
                 updated_at_ms=event.at_ms,
             )
         case Completed():
@@ -696,6 +779,7 @@ def evolve(state: DepositState, event: DepositEvent) -> DepositState:
                 state,
                 deriv_transaction_id=event.deriv_transaction_id or state.deriv_transaction_id,
                 deriv_unknown=False,
+                deriv_resend_at_ms=None,
                 in_suspense=False,
                 review_reason=None,
             )
@@ -712,6 +796,7 @@ def evolve(state: DepositState, event: DepositEvent) -> DepositState:
                 refund_failed=False,
                 failure=Failure(event.reason_code, event.detail),
                 deriv_unknown=False,
+                deriv_resend_at_ms=None,
                 in_suspense=False,
                 review_reason=None,
             )
@@ -773,15 +858,17 @@ def react(
                 PostLedger(_collected(after)),
                 CreditDeriv(after.deriv_login_id, after.quote.usd_cents, after.deriv_reference),
             ]
-        case DerivRetried():
+        case DerivRetried() | DerivCreditResent():
             assert after.deriv_reference is not None and after.quote is not None
             commands.append(
                 CreditDeriv(after.deriv_login_id, after.quote.usd_cents, after.deriv_reference)
             )
+        case DerivCreditDeferred():
+            commands.append(SetTimer("deriv_resend", event.resend_at_ms))
         case DerivCreditUnknown() | DerivLookedUp():
             lookup_at_ms = event.at_ms + timings.deriv_lookup_interval_ms
             commands += [
-                FindDerivTransfer(event.reference, after.created_at_ms),
+                _find_credit(after, event.reference),
                 SetTimer("deriv_lookup", lookup_at_ms),
             ]
         case Completed():
@@ -825,6 +912,14 @@ def react(
     if after.status is not before.status:
         commands.append(Notify(after.status))
     return commands
+
+
+def _find_credit(state: DepositState, reference: str) -> FindDerivTransfer:
+    """The statement lookup for a credit: its note, amount and client must all match."""
+    assert state.quote is not None
+    return FindDerivTransfer(
+        reference, state.quote.usd_cents, state.deriv_login_id, state.created_at_ms
+    )
 
 
 def _refund_payout(state: DepositState) -> PayB2C:
@@ -887,10 +982,14 @@ def recover(
             return [], [*ledger, SetTimer("stk", max(state.stk_deadline_ms, now_ms))]
         case Status.AWAITING_DERIV_CONFIRMATION:
             assert state.deriv_reference is not None
+            if state.deriv_resend_at_ms is not None:
+                # Refused for now, and no call went out since: the resend still waits.
+                at_ms = max(state.deriv_resend_at_ms, now_ms)
+                return [], [*ledger, SetTimer("deriv_resend", at_ms)]
             if state.deriv_unknown:
                 return [], [
                     *ledger,
-                    FindDerivTransfer(state.deriv_reference, state.created_at_ms),
+                    _find_credit(state, state.deriv_reference),
                     SetTimer("deriv_lookup", now_ms + timings.deriv_lookup_interval_ms),
                 ]
             # The credit call may or may not have gone out: look it up, never resend.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+import zlib
 
 import msgspec
 
@@ -138,7 +139,12 @@ class CreditDeriv(Command, frozen=True, tag="deriv_credit"):
 
 
 class FindDerivTransfer(Command, frozen=True, tag="deriv_find"):
+    """Look up an agent → client transfer: its row must carry the note, this
+    amount and this client, or it is not ours (see :class:`DerivLookup`)."""
+
     reference: str
+    usd_cents: int
+    login_id: str  # the client the transfer went to
     #: No transfer of this transaction is older than this (its creation,
     #: PenPay's clock, Unix ms); the lookup reads the statement from there on.
     #: 0: read back as far as the lookup's page limit allows.
@@ -165,7 +171,15 @@ class WithdrawFromDeriv(Command, frozen=True, tag="deriv_withdraw"):
 
 
 class FindDerivWithdrawal(Command, frozen=True, tag="deriv_find_withdrawal"):
+    """Look up a client → agent withdrawal: note, amount and the client's loginid.
+
+    The note is the client's free text: any Deriv client can send the agent
+    money described with another user's reference, so the note alone proves nothing.
+    """
+
     reference: str
+    usd_cents: int
+    login_id: str  # the user whose account the USD must come from
     since_ms: int = 0  # as for FindDerivTransfer
 
 
@@ -229,11 +243,26 @@ class DerivUnknown(Input, frozen=True, tag="deriv_unknown"):
     reason: str
 
 
+class DerivRetryLater(Input, frozen=True, tag="deriv_retry_later"):
+    """Deriv refused the call for now (rate limit, "Request too frequent",
+    maintenance) before doing anything: the same call may be sent again later."""
+
+    reference: str
+    code: str
+    message: str
+
+
 class DerivLookup(Input, frozen=True, tag="deriv_lookup"):
-    """The statement lookup's answer: the Deriv transaction id, or None if absent."""
+    """The statement lookup's answer: the Deriv transaction id, or None if absent.
+
+    ``conflict``: with None, the statement holds rows with the reference but
+    another amount, direction or client (described); they are not the call's
+    row, and each flow decides what such a sighting means.
+    """
 
     reference: str
     deriv_transaction_id: int | None
+    conflict: str | None = None
 
 
 class B2CAccepted(Input, frozen=True, tag="b2c_accepted"):
@@ -317,6 +346,13 @@ class SagaTimings(msgspec.Struct, frozen=True, kw_only=True):
     #: that time would credit twice.
     deriv_lookups_max: int = 12
     deriv_attempts_max: int = 2
+    #: A Deriv call refused "for now" (:class:`DerivRetryLater`) is sent again,
+    #: under the same reference, after a back-off that starts here, doubles and
+    #: is capped (plus up to a fifth of jitter); after this many resends the
+    #: flow gives up as for a refusal. About six and a half minutes in all.
+    deriv_resend_first_ms: int = 10_000
+    deriv_resend_cap_ms: int = 120_000
+    deriv_resends_max: int = 6
     b2c_result_ms: int = 120_000
     b2c_queries_max: int = 6
     #: A deposit parked because M-Pesa's query never answered keeps asking, slowly,
@@ -338,6 +374,19 @@ STK_FAILURES: dict[str, str] = {
 
 def stk_failure_code(result_code: str) -> str:
     return STK_FAILURES.get(result_code, "mpesa_failed")
+
+
+def deriv_resend_delay_ms(timings: SagaTimings, resends: int, reference: str) -> int:
+    """How long to wait before resending a call Deriv refused for now.
+
+    Exponential from ``deriv_resend_first_ms``, capped, stretched by a jitter
+    of up to 20 % that is derived from the reference and the try (pure, so a
+    replay agrees): transactions refused by the same burst spread out instead
+    of all coming back at once and being refused again.
+    """
+    base = min(timings.deriv_resend_first_ms << resends, timings.deriv_resend_cap_ms)
+    jitter_permille = zlib.crc32(f"{reference}/{resends}".encode()) % 201
+    return base + base * jitter_permille // 1000
 
 
 def short_reference(transaction_id: str) -> str:

@@ -8,18 +8,23 @@ A pure state machine (see :mod:`penpay.actors.saga`). Happy path::
 ``Created`` records PENDING and, in the same instant, AWAITING_DERIV_CONFIRMATION:
 its reaction is the ``paymentagent_withdraw`` call. If Deriv refuses (a bad or
 expired verification code, limits) or the withdrawal provably never happened,
-the transaction ends in FAILED: nothing moved. Once the USD is with the agent,
-a B2C payout that M-Pesa refuses or fails sends the USD back to the user's
-Deriv account (``paymentagent_transfer``): REVERSING, then REVERSED. An outcome
-nobody can establish ends in NEEDS_REVIEW, with the money in suspense until
-an operator resolves it.
+the transaction ends in FAILED: nothing moved. A refusal "for now" (rate
+limit, "Request too frequent", maintenance) is sent again after a back-off,
+under the same reference (so is the transfer back while REVERSING); one that
+outlasts every resend fails the withdrawal (the return: review). Once the USD
+is with the agent, a B2C payout that M-Pesa refuses or fails sends the USD
+back to the user's Deriv account (``paymentagent_transfer``): REVERSING, then
+REVERSED. An outcome nobody can establish ends in NEEDS_REVIEW, with the money
+in suspense until an operator resolves it.
 
 The verification code is a credential: no event carries it. ``react`` issues
 :class:`~penpay.actors.saga.WithdrawFromDeriv` with an empty
 ``verification_code``; the actor shell fills in the code it holds in memory
-from the :class:`Start` message (its ``fill_secret`` hook). Nothing can resend
-the withdrawal after a restart, so a call that may have gone out is only ever
-looked up on the agent's statement, by the reference in ``Created``.
+from the :class:`Start` message (its ``fill_secret`` hook), once. A withdrawal
+Deriv refused "for now" is resent with an empty code as well: the Deriv
+gateway actor keeps the code of such a withdrawal in memory and fills it in.
+A call that may have gone out (a restart, a lost answer) is never resent: it
+is only ever looked up on the agent's statement, by the reference in ``Created``.
 
 Ledger, for a withdrawal of ``U`` USD paid out as ``K`` KES (see doc/ledger.md),
 with ``at_mid = K + spread + rounding`` (see :mod:`penpay.actors.fx`):
@@ -61,6 +66,7 @@ from penpay.actors.saga import (
     DerivCredited,
     DerivLookup,
     DerivRejected,
+    DerivRetryLater,
     DerivUnknown,
     Failure,
     FindDerivTransfer,
@@ -80,6 +86,7 @@ from penpay.actors.saga import (
     Status,
     StatusChange,
     WithdrawFromDeriv,
+    deriv_resend_delay_ms,
     kes_posting,
 )
 from penpay.money import Currency
@@ -104,6 +111,12 @@ class WithdrawalState(msgspec.Struct, frozen=True, kw_only=True):
     deriv_reference: str | None = None  # the withdrawal's description on Deriv
     deriv_unknown: bool = False
     deriv_lookups: int = 0
+    #: How often Deriv refused the current Deriv call "for now" (DerivRetryLater):
+    #: the withdrawal, or while REVERSING the transfer back.
+    deriv_deferrals: int = 0
+    #: When that call is sent again; None: no resend waits. A value means the
+    #: last call under the reference did nothing and none is in flight.
+    deriv_resend_at_ms: int | None = None
     deriv_transaction_id: int | None = None  # set once the USD is with the agent
     payout_originator_id: str | None = None
     payout_conversation_id: str | None = None
@@ -160,6 +173,21 @@ class DerivWithdrawUnknown(WithdrawalEvent, frozen=True, tag="withdrawal.deriv_u
 
 
 class DerivLookedUp(WithdrawalEvent, frozen=True, tag="withdrawal.deriv_looked_up"):
+    reference: str
+
+
+class DerivDeferred(WithdrawalEvent, frozen=True, tag="withdrawal.deriv_deferred"):
+    """Deriv refused the withdrawal (or the return) for now, before doing
+    anything: it is sent again at ``resend_at_ms``."""
+
+    reference: str
+    reason: str
+    resend_at_ms: int
+
+
+class DerivResent(WithdrawalEvent, frozen=True, tag="withdrawal.deriv_resent"):
+    """The deferred call goes out again under the same reference."""
+
     reference: str
 
 
@@ -226,7 +254,7 @@ class Resolved(WithdrawalEvent, frozen=True, tag="withdrawal.resolved"):
 EVENT_TYPES: tuple[type[WithdrawalEvent], ...] = (
     Created, Failed, DerivWithdrawUnknown, DerivLookedUp, DerivReceived, PayoutAccepted,
     PayoutUnknown, PayoutQueried, PayoutResent, Completed, ReturnStarted, ReturnUnknown,
-    ReturnLookedUp, ReturnRetried, Returned, ReviewNeeded, Resolved,
+    ReturnLookedUp, ReturnRetried, Returned, ReviewNeeded, Resolved, DerivDeferred, DerivResent,
 )
 
 
@@ -432,17 +460,62 @@ def _decide_withdraw(
         case DerivUnknown() if event.reference == ours and not state.deriv_unknown:
             return [DerivWithdrawUnknown(now_ms, event.reference, event.reason)]
         case DerivLookup() if event.reference == ours and state.deriv_unknown:
-            if event.deriv_transaction_id is not None:
-                return [_received_event(state, event.deriv_transaction_id, now_ms)]
-            if state.deriv_lookups < timings.deriv_lookups_max:
-                return []  # not there yet: look again after the settle interval
-            # Provably nothing moved. The code cannot be reused (we never kept it):
-            # the user asks for a new one.
-            detail = "Deriv has no record of the withdrawal; request a new code and retry"
-            return [Failed(now_ms, "deriv_withdrawal_not_made", detail)]
+            return _decide_withdraw_lookup(state, event, now_ms, timings)
         case Deadline(name="deriv_lookup") if state.deriv_unknown:
             return [DerivLookedUp(now_ms, ours or "")]
+        case DerivRetryLater() if event.reference == ours:
+            detail = "Deriv kept refusing the withdrawal for now; request a new code and retry"
+            give_up = Failed(now_ms, "deriv_unavailable", f"{detail} ({event.code})")
+            return _decide_deferral(state, event, state.deriv_unknown, give_up, now_ms, timings)
+        case Deadline(name="deriv_resend") if state.deriv_resend_at_ms is not None:
+            return [DerivResent(now_ms, ours or "")]
     return []
+
+
+def _decide_withdraw_lookup(
+    state: WithdrawalState, event: DerivLookup, now_ms: int, timings: SagaTimings
+) -> list[WithdrawalEvent]:
+    """Found: the USD is with the agent. Absent long enough: failed, nothing moved.
+
+    A conflict (a row with our "Client note" but another amount or another
+    client) counts as absent, not as review: the note is the client's free
+    text, so anyone can write our reference on their own withdrawal to the
+    agent, and it is no sign of ours. Review would not help either: at this
+    stage an operator can only fail the withdrawal (``complete`` needs the
+    USD to have moved), which is what "absent" comes to anyway.
+    """
+    if event.deriv_transaction_id is not None:
+        return [_received_event(state, event.deriv_transaction_id, now_ms)]
+    if state.deriv_lookups < timings.deriv_lookups_max:
+        return []  # not there yet: look again after the settle interval
+    # Provably nothing moved. The code cannot be reused (we never kept it):
+    # the user asks for a new one.
+    detail = "Deriv has no record of the withdrawal; request a new code and retry"
+    return [Failed(now_ms, "deriv_withdrawal_not_made", detail)]
+
+
+def _decide_deferral(
+    state: WithdrawalState,
+    event: DerivRetryLater,
+    unknown: bool,
+    give_up: WithdrawalEvent,
+    now_ms: int,
+    timings: SagaTimings,
+) -> list[WithdrawalEvent]:
+    """Deriv refused the current call for now, before doing anything: resend it later.
+
+    The same reference is kept: nothing was done under it. Ignored while a
+    call under it has an ``unknown`` outcome (the statement settles that one)
+    or a resend already waits (a duplicate). After ``deriv_resends_max``
+    refused resends, ``give_up``: every call under the reference did nothing.
+    """
+    if unknown or state.deriv_resend_at_ms is not None:
+        return []
+    if state.deriv_deferrals >= timings.deriv_resends_max:
+        return [give_up]
+    delay_ms = deriv_resend_delay_ms(timings, state.deriv_deferrals, event.reference)
+    reason = f"{event.code}: {event.message}"
+    return [DerivDeferred(now_ms, event.reference, reason, now_ms + delay_ms)]
 
 
 def _received_event(
@@ -532,6 +605,10 @@ def _decide_return(
         case DerivLookup() if event.reference == ours and state.return_unknown:
             if event.deriv_transaction_id is not None:
                 return [Returned(now_ms, event.deriv_transaction_id)]
+            if event.conflict is not None:
+                # Only the agent writes an "Agent note": a row with ours but another
+                # amount or client is our own transfer gone wrong, not proof of absence.
+                return [ReviewNeeded(now_ms, f"Deriv statement conflict: {event.conflict}")]
             if state.return_lookups < timings.deriv_lookups_max:
                 return []
             if state.return_attempt < timings.deriv_attempts_max:
@@ -540,6 +617,11 @@ def _decide_return(
             return [ReviewNeeded(now_ms, "return to Deriv not found after every attempt")]
         case Deadline(name="deriv_lookup") if state.return_unknown:
             return [ReturnLookedUp(now_ms, ours or "")]
+        case DerivRetryLater() if event.reference == ours:
+            give_up = ReviewNeeded(now_ms, f"return refused for now by Deriv: {event.code}")
+            return _decide_deferral(state, event, state.return_unknown, give_up, now_ms, timings)
+        case Deadline(name="deriv_resend") if state.deriv_resend_at_ms is not None:
+            return [DerivResent(now_ms, ours or "")]
     return []
 
 
@@ -602,10 +684,23 @@ def evolve(state: WithdrawalState, event: WithdrawalEvent) -> WithdrawalState:
             pending = _status(fresh, Status.PENDING, event.at_ms)
             return _status(pending, Status.AWAITING_DERIV_CONFIRMATION, event.at_ms)
         case Failed():
-            state = r(state, failure=Failure(event.code, event.detail), deriv_unknown=False)
+            state = r(
+                state, failure=Failure(event.code, event.detail), deriv_unknown=False,
+                deriv_resend_at_ms=None,
+            )
             return _status(state, Status.FAILED, event.at_ms)
         case DerivWithdrawUnknown():
-            return r(state, deriv_unknown=True, deriv_lookups=0, updated_at_ms=event.at_ms)
+            return r(
+                state, deriv_unknown=True, deriv_lookups=0, deriv_resend_at_ms=None,
+                updated_at_ms=event.at_ms,
+            )
+        case DerivDeferred():
+            return r(
+                state, deriv_deferrals=state.deriv_deferrals + 1,
+                deriv_resend_at_ms=event.resend_at_ms, updated_at_ms=event.at_ms,
+            )
+        case DerivResent():
+            return r(state, deriv_resend_at_ms=None, updated_at_ms=event.at_ms)
         case DerivLookedUp():
             return r(state, deriv_lookups=state.deriv_lookups + 1, updated_at_ms=event.at_ms)
         case DerivReceived():
@@ -613,6 +708,7 @@ def evolve(state: WithdrawalState, event: WithdrawalEvent) -> WithdrawalState:
                 state,
                 deriv_transaction_id=event.deriv_transaction_id,
                 deriv_unknown=False,
+                deriv_resend_at_ms=None,
                 payout_originator_id=event.originator_conversation_id,
             )
             return _status(state, Status.AWAITING_MPESA_DISBURSEMENT, event.at_ms)
@@ -636,13 +732,18 @@ def evolve(state: WithdrawalState, event: WithdrawalEvent) -> WithdrawalState:
                 fx_reversed=True,
                 return_reference=event.reference,
                 return_attempt=1,
+                deriv_deferrals=0,
+                deriv_resend_at_ms=None,
                 failure=Failure(event.reason_code, event.detail),
                 in_suspense=False,
                 review_reason=None,
             )
             return _status(state, Status.REVERSING, event.at_ms)
         case ReturnUnknown():
-            return r(state, return_unknown=True, return_lookups=0, updated_at_ms=event.at_ms)
+            return r(
+                state, return_unknown=True, return_lookups=0, deriv_resend_at_ms=None,
+                updated_at_ms=event.at_ms,
+            )
         case ReturnLookedUp():
             return r(state, return_lookups=state.return_lookups + 1, updated_at_ms=event.at_ms)
         case ReturnRetried():
@@ -652,6 +753,8 @@ def evolve(state: WithdrawalState, event: WithdrawalEvent) -> WithdrawalState:
                 return_attempt=state.return_attempt + 1,
                 return_unknown=False,
                 return_lookups=0,
+                deriv_deferrals=0,
+                deriv_resend_at_ms=None,
                 in_suspense=False,
                 review_reason=None,
             )
@@ -663,6 +766,7 @@ def evolve(state: WithdrawalState, event: WithdrawalEvent) -> WithdrawalState:
             parks = state.withdrawn and not state.in_suspense
             state = r(
                 state,
+                deriv_resend_at_ms=None,
                 review_reason=event.reason,
                 in_suspense=state.withdrawn,
                 kes_parked=state.kes_parked or (parks and not state.fx_reversed),
@@ -692,9 +796,17 @@ def react(
         case DerivWithdrawUnknown() | DerivLookedUp():
             lookup_at_ms = event.at_ms + timings.deriv_lookup_interval_ms
             commands += [
-                FindDerivWithdrawal(event.reference, after.created_at_ms),
+                _find_withdrawal(after, event.reference),
                 SetTimer("deriv_lookup", lookup_at_ms),
             ]
+        case DerivDeferred():
+            commands.append(SetTimer("deriv_resend", event.resend_at_ms))
+        case DerivResent() if after.status is Status.REVERSING:
+            commands.append(_return(after))
+        case DerivResent():
+            # The shell has forgotten the code by now; the Deriv gateway actor
+            # keeps it, in memory, for a withdrawal it was told to retry later.
+            commands.append(WithdrawFromDeriv(_quote(after).usd_cents, "", event.reference))
         case DerivReceived():
             commands += [
                 PostLedger(_received(after)),
@@ -728,7 +840,7 @@ def react(
         case ReturnUnknown() | ReturnLookedUp():
             lookup_at_ms = event.at_ms + timings.deriv_lookup_interval_ms
             commands += [
-                FindDerivTransfer(event.reference, after.created_at_ms),
+                _find_return(after, event.reference),
                 SetTimer("deriv_lookup", lookup_at_ms),
             ]
         case Returned():
@@ -750,6 +862,18 @@ def _payout(state: WithdrawalState) -> PayB2C:
         remarks="PenPay withdrawal",
         callback_token=state.callback_token,
     )
+
+
+def _find_withdrawal(state: WithdrawalState, reference: str) -> FindDerivWithdrawal:
+    """The lookup of the withdrawal: note, amount and the user's own loginid must match."""
+    usd = _quote(state).usd_cents
+    return FindDerivWithdrawal(reference, usd, state.deriv_login_id, state.created_at_ms)
+
+
+def _find_return(state: WithdrawalState, reference: str) -> FindDerivTransfer:
+    """The lookup of the transfer back: note, amount and the user's loginid must match."""
+    usd = _quote(state).usd_cents
+    return FindDerivTransfer(reference, usd, state.deriv_login_id, state.created_at_ms)
 
 
 def _return(state: WithdrawalState) -> CreditDeriv:
@@ -776,9 +900,12 @@ def recover(
     match state.status:
         case Status.PENDING | Status.AWAITING_DERIV_CONFIRMATION:
             assert state.deriv_reference is not None
+            if state.deriv_resend_at_ms is not None:
+                # Refused for now, and nothing went out since: the resend still waits.
+                return [], [SetTimer("deriv_resend", max(state.deriv_resend_at_ms, now_ms))]
             if state.deriv_unknown:
                 return [], [
-                    FindDerivWithdrawal(state.deriv_reference, state.created_at_ms),
+                    _find_withdrawal(state, state.deriv_reference),
                     SetTimer("deriv_lookup", now_ms + timings.deriv_lookup_interval_ms),
                 ]
             # The withdraw call may or may not have gone out: look it up.
@@ -793,10 +920,13 @@ def recover(
             return [], ledger
         case Status.REVERSING:
             assert state.return_reference is not None
+            if state.deriv_resend_at_ms is not None:
+                at_ms = max(state.deriv_resend_at_ms, now_ms)
+                return [], [*ledger, SetTimer("deriv_resend", at_ms)]
             if state.return_unknown:
                 return [], [
                     *ledger,
-                    FindDerivTransfer(state.return_reference, state.created_at_ms),
+                    _find_return(state, state.return_reference),
                     SetTimer("deriv_lookup", now_ms + timings.deriv_lookup_interval_ms),
                 ]
             # The transfer back may or may not have gone out: look it up, never resend.

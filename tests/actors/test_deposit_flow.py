@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from penpay.actors.saga import (
     DerivCredited,
     DerivLookup,
     DerivRejected,
+    DerivRetryLater,
     DerivUnknown,
     FindDerivTransfer,
     Input,
@@ -33,6 +35,7 @@ from penpay.actors.saga import (
     Resolve,
     ResolveRefused,
     SagaTimings,
+    SetTimer,
     StartStkPush,
     Status,
     StkCallback,
@@ -63,7 +66,8 @@ START = d.Start(
 class Flow:
     """Feeds inputs through decide/evolve/react and keeps what happened."""
 
-    def __init__(self) -> None:
+    def __init__(self, timings: SagaTimings = TIMINGS) -> None:
+        self.timings = timings
         self.state = d.DepositState()
         self.events: list[d.DepositEvent] = []
         self.commands: list[Command] = []
@@ -73,13 +77,24 @@ class Flow:
         new: list[Command] = []
         for item in inputs:
             self.now_ms += 1000
-            for event in d.decide(self.state, item, self.now_ms, TIMINGS):
+            for event in d.decide(self.state, item, self.now_ms, self.timings):
                 before = self.state
                 self.state = d.evolve(before, event)
                 self.events.append(event)
-                new += d.react(before, event, self.state, TIMINGS)
+                new += d.react(before, event, self.state, self.timings)
         self.commands += new
         return new
+
+    def restart(self) -> list[Command]:
+        """What the shell does after a crash: persist recover's events, then act."""
+        self.now_ms += 1000
+        events, commands = d.recover(self.state, self.now_ms, self.timings)
+        for event in events:
+            before = self.state
+            self.state = d.evolve(before, event)
+            self.events.append(event)
+            commands += d.react(before, event, self.state, self.timings)
+        return commands
 
     def replayed(self) -> d.DepositState:
         state = d.DepositState()
@@ -96,8 +111,8 @@ class Flow:
         return self.state.deriv_reference
 
 
-def paid_flow() -> Flow:
-    flow = Flow()
+def paid_flow(timings: SagaTimings = TIMINGS) -> Flow:
+    flow = Flow(timings)
     flow.feed(START, StkPushAccepted("m1", CHECKOUT))
     flow.feed(StkCallback(CHECKOUT, "0", "ok", "RCPT1", KES, PHONE))
     flow.feed(StkQueryResult(CHECKOUT, "0"))
@@ -385,7 +400,125 @@ def test_recovery_resends_a_refund_with_the_same_originator_id() -> None:
     assert again == first  # Daraja refuses a duplicate OriginatorConversationID
 
 
+# ------------------------------------------------------- Deriv: refused for now
+
+BUSY = ("PaymentAgentTransferError", "Request too frequent. Please try again later.")
+
+
+def _resend_timer(commands: list[Command]) -> SetTimer:
+    (timer,) = [c for c in commands if isinstance(c, SetTimer) and c.name == "deriv_resend"]
+    return timer
+
+
+def test_a_credit_refused_for_now_is_resent_under_the_same_reference() -> None:
+    """Regression: BI102 / RateLimit refunded a paid deposit a minute's wait would credit."""
+    flow = paid_flow()
+    ref = flow.reference
+    commands = flow.feed(DerivRetryLater(ref, *BUSY))
+    assert flow.state.status is Status.AWAITING_DERIV_CONFIRMATION
+    assert not any(isinstance(c, PayB2C | CreditDeriv) for c in commands)
+    assert _resend_timer(commands).at_ms >= flow.now_ms + TIMINGS.deriv_resend_first_ms
+    commands = flow.feed(Deadline("deriv_resend"))
+    assert commands == [CreditDeriv("CR100001", 1001, ref)]  # same call, same reference
+    flow.feed(DerivCredited(ref, 77))
+    assert flow.state.status is Status.COMPLETED
+    assert flow.postings() == ["mpesa_collected", "fx_conversion", "deriv_float_paid"]
+
+
+def test_the_back_off_doubles_up_to_its_cap() -> None:
+    flow = paid_flow()
+    delays = []
+    for _ in range(TIMINGS.deriv_resends_max):
+        commands = flow.feed(DerivRetryLater(flow.reference, "RateLimit", "slow down"))
+        delays.append(_resend_timer(commands).at_ms - flow.now_ms)
+        flow.feed(Deadline("deriv_resend"))
+    bases = [min(TIMINGS.deriv_resend_first_ms * 2**n, TIMINGS.deriv_resend_cap_ms)
+             for n in range(TIMINGS.deriv_resends_max)]
+    assert bases[-1] == TIMINGS.deriv_resend_cap_ms  # the cap is reached
+    for delay, base in zip(delays, bases, strict=True):
+        assert base <= delay <= base * 6 // 5  # plus up to a fifth of jitter
+    assert len(set(delays)) == len(delays)  # jittered: no two the same
+    assert flow.state.status is Status.AWAITING_DERIV_CONFIRMATION
+
+
+def test_a_credit_refused_for_now_after_every_resend_is_refunded() -> None:
+    flow = paid_flow()
+    ref = flow.reference
+    for _ in range(TIMINGS.deriv_resends_max):
+        flow.feed(DerivRetryLater(ref, *BUSY), Deadline("deriv_resend"))
+    assert flow.state.status is Status.AWAITING_DERIV_CONFIRMATION
+    commands = flow.feed(DerivRetryLater(ref, *BUSY))
+    assert flow.state.status is Status.REVERSING
+    assert flow.state.failure is not None and flow.state.failure.code == "deriv_unavailable"
+    assert any(isinstance(c, PayB2C) for c in commands)
+    credits = [c.reference for c in flow.commands if isinstance(c, CreditDeriv)]
+    assert credits == [ref] * (1 + TIMINGS.deriv_resends_max)
+
+
+def test_refused_for_now_while_the_outcome_is_unknown_changes_nothing() -> None:
+    """A call under the reference may have moved money: only the statement decides."""
+    flow = paid_flow()
+    ref = flow.reference
+    flow.feed(DerivUnknown(ref, "socket closed"))
+    assert flow.feed(DerivRetryLater(ref, *BUSY)) == []
+    assert flow.feed(Deadline("deriv_resend")) == []
+    assert sum(isinstance(c, CreditDeriv) for c in flow.commands) == 1
+
+
+def test_a_duplicate_refusal_schedules_one_resend() -> None:
+    flow = paid_flow()
+    flow.feed(DerivRetryLater(flow.reference, *BUSY))
+    assert flow.feed(DerivRetryLater(flow.reference, *BUSY)) == []
+    assert flow.state.deriv_deferrals == 1
+
+
+def test_recovery_with_a_resend_waiting_keeps_waiting_and_looks_nothing_up() -> None:
+    flow = paid_flow()
+    commands = flow.feed(DerivRetryLater(flow.reference, *BUSY))
+    due = _resend_timer(commands).at_ms
+    events, commands = d.recover(flow.state, flow.now_ms, TIMINGS)
+    assert events == []
+    assert SetTimer("deriv_resend", due) in commands
+    assert not any(isinstance(c, CreditDeriv | FindDerivTransfer) for c in commands)
+
+
+def test_recovery_after_the_resend_went_out_looks_it_up() -> None:
+    flow = paid_flow()
+    flow.feed(DerivRetryLater(flow.reference, *BUSY), Deadline("deriv_resend"))
+    events, commands = d.recover(flow.state, flow.now_ms, TIMINGS)
+    assert [type(e) for e in events] == [d.DerivCreditUnknown]
+    assert not any(isinstance(c, CreditDeriv) for c in commands)
+
+
+# ------------------------------------------------------ Deriv: statement lookups
+
+
+def test_the_lookup_names_the_amount_and_the_client() -> None:
+    """Regression: the lookup carried the reference alone, and matched on the note."""
+    flow = paid_flow()
+    commands = flow.feed(DerivUnknown(flow.reference, "socket closed"))
+    lookup = FindDerivTransfer(flow.reference, 1001, "CR100001", flow.state.created_at_ms)
+    assert lookup in commands
+    _, recovered = d.recover(flow.state, flow.now_ms, TIMINGS)
+    assert lookup in recovered
+
+
+def test_a_row_with_our_note_but_not_our_transfer_needs_review() -> None:
+    """Not ours, yet no proof of absence: a new attempt could credit twice."""
+    flow = paid_flow()
+    ref = flow.reference
+    flow.feed(DerivUnknown(ref, "socket closed"))
+    flow.feed(DerivLookup(ref, None, "withdrawal -30 (tid 5): ... to CR999. Agent note: x"))
+    assert flow.state.status is Status.NEEDS_REVIEW and flow.state.in_suspense
+    assert flow.state.review_reason is not None and "CR999" in flow.state.review_reason
+    assert sum(isinstance(c, CreditDeriv) for c in flow.commands) == 1
+
+
 # --------------------------------------------------------------- property test
+
+
+class Restart(Input, frozen=True, tag="test_restart"):
+    """Not a real input: the actor stops and recovers here."""
 
 
 def _inputs(reference: str, originator: str | None) -> st.SearchStrategy[Input]:
@@ -401,41 +534,98 @@ def _inputs(reference: str, originator: str | None) -> st.SearchStrategy[Input]:
             st.sampled_from([KES, KES + 100]), st.sampled_from([PHONE, "254700000000"]),
         ),
         st.builds(StkQueryResult, st.just(CHECKOUT), st.sampled_from([None, "0", "1032"])),
-        st.builds(Deadline, st.sampled_from(["stk", "deriv_lookup", "b2c"])),
+        st.builds(Deadline, st.sampled_from(["stk", "deriv_lookup", "b2c", "deriv_resend"])),
         st.builds(DerivCredited, refs, st.integers(1, 5)),
         st.builds(DerivRejected, refs, st.just("PaymentAgentTransferError"), st.just("no")),
+        st.builds(DerivRetryLater, refs, st.sampled_from(["RateLimit", BUSY[0]]), st.just("x")),
         st.builds(DerivUnknown, refs, st.just("drop")),
-        st.builds(DerivLookup, refs, st.sampled_from([None, 9])),
+        st.builds(
+            DerivLookup, refs, st.sampled_from([None, 9]), st.sampled_from([None, None, "x"])
+        ),
         st.builds(B2CAccepted, oid, st.just("AG")),
         st.builds(B2CRejected, oid, st.sampled_from(["500.002.1001", "400.002.02"]), st.just("x")),
         st.builds(
             B2CResult, oid, st.sampled_from([None, "0", "1"]), st.just(""), st.just("R"),
             st.just(KES), st.booleans(),
         ),
+        st.just(Restart()),
     )
+
+
+#: Short patience, so random runs after payment reach every Deriv verdict.
+FAST = SagaTimings(deriv_lookups_max=1, deriv_resends_max=1, b2c_queries_max=2)
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(st.data())
 def test_any_sequence_of_inputs_keeps_the_invariants(data: Any) -> None:
-    flow = Flow()
-    flow.feed(START)
+    # Half the runs start paid: random inputs seldom get M-Pesa to confirm a payment.
+    if data.draw(st.booleans()):
+        flow = paid_flow(FAST)
+    else:
+        flow = Flow(FAST)
+        flow.feed(START)
     terminal_at: int | None = None
     for _ in range(data.draw(st.integers(0, 40))):
         originator = flow.state.refund_originator_id
         reference = flow.state.deriv_reference or "PenPay deposit x attempt 1"
         item = data.draw(_inputs(reference, originator))
         before = flow.state
+        if isinstance(item, Restart):
+            # Recovery never sends a Deriv credit: one may have gone out already.
+            assert not any(isinstance(c, CreditDeriv) for c in flow.restart())
+            continue
         flow.feed(item)
         if before.status in (Status.COMPLETED, Status.FAILED, Status.REVERSED):
             assert flow.state == before, "a terminal transaction changed"
             terminal_at = terminal_at or len(flow.events)
+    _assert_invariants(flow)
+
+
+#: Stand-in for the reference of the attempt under way (bound at feed time).
+LIVE = "@live"
+DERIV_ANSWERS: list[Input] = [
+    DerivRetryLater(LIVE, *BUSY),
+    DerivRetryLater(LIVE, "RateLimit", "You have reached the rate limit."),
+    DerivRetryLater("PenPay deposit other attempt 1", *BUSY),
+    Deadline("deriv_resend"),
+    DerivUnknown(LIVE, "drop"),
+    DerivLookup(LIVE, None),
+    DerivLookup(LIVE, None, "withdrawal -30: ... to CR9. Agent note: x"),
+    Deadline("deriv_lookup"),
+    DerivCredited(LIVE, 5),
+    DerivRejected(LIVE, "PaymentAgentTransferError", "no"),
+    Restart(),
+]
+#: The refusal and its resend deadline, drawn more often: most other answers end the stage.
+DERIV_ANSWERS += [DerivRetryLater(LIVE, *BUSY), Deadline("deriv_resend")] * 3
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(DERIV_ANSWERS), max_size=30))
+def test_deriv_answers_in_any_order_never_resend_a_call_that_may_have_moved_money(
+    answers: list[Input],
+) -> None:
+    """The Deriv stage alone, where a resend under the same reference is possible."""
+    flow = paid_flow(FAST)
+    for answer in answers:
+        if isinstance(answer, Restart):
+            assert not any(isinstance(c, CreditDeriv) for c in flow.restart())
+            continue
+        if getattr(answer, "reference", None) == LIVE:
+            answer = msgspec.structs.replace(answer, reference=flow.reference)
+        flow.feed(answer)
+    _assert_invariants(flow)
+
+
+def _assert_invariants(flow: Flow) -> None:
     postings = Counter(flow.postings())
     # Each ledger step is issued at most once (re-issue only happens on recovery).
     assert all(n == 1 for n in postings.values()), postings
     assert not (postings["deriv_float_paid"] and postings["deriv_float_released"])
     credits = [c for c in flow.commands if isinstance(c, CreditDeriv)]
-    assert len({c.reference for c in credits}) == len(credits) <= TIMINGS.deriv_attempts_max
+    assert len({c.reference for c in credits}) <= FAST.deriv_attempts_max
+    _assert_resent_only_after_a_refusal_for_now(flow, [c.reference for c in credits])
     if credits:
         assert postings["mpesa_collected"] == 1  # no Deriv credit without M-Pesa money
     payouts = {c.originator_conversation_id for c in flow.commands if isinstance(c, PayB2C)}
@@ -449,6 +639,25 @@ def test_any_sequence_of_inputs_keeps_the_invariants(data: Any) -> None:
     assert flow.replayed() == flow.state
     holds = [c.posting for c in flow.commands if isinstance(c, PostLedger)]
     assert all(p.kind is not PostingKind.HOLD for p in holds)  # the hold is taken before Start
+
+
+def _assert_resent_only_after_a_refusal_for_now(flow: Flow, sent: list[str]) -> None:
+    """A reference goes out again only after Deriv said "not now" to it, and
+    never once a call under it had an unknown outcome (it may have moved money)."""
+    resent = Counter(e.reference for e in flow.events if isinstance(e, d.DerivCreditResent))
+    assert all(sent.count(ref) == 1 + resent[ref] for ref in set(sent)), (sent, resent)
+    deferred: set[str] = set()
+    unknown: set[str] = set()  # once unknown, a reference is only ever looked up
+    for event in flow.events:
+        match event:
+            case d.DerivCreditDeferred():
+                deferred.add(event.reference)
+            case d.DerivCreditUnknown():
+                unknown.add(event.reference)
+            case d.DerivCreditResent():
+                assert event.reference not in unknown, "resent a call that may have moved money"
+                assert event.reference in deferred, "resent without a refusal for now"
+                deferred.discard(event.reference)
 
 
 def test_late_deriv_answers_during_a_refund_change_nothing() -> None:

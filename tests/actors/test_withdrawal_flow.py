@@ -24,6 +24,7 @@ from penpay.actors.saga import (
     DerivCredited,
     DerivLookup,
     DerivRejected,
+    DerivRetryLater,
     DerivUnknown,
     FindDerivTransfer,
     FindDerivWithdrawal,
@@ -220,7 +221,9 @@ def test_socket_drop_during_the_withdrawal_is_settled_when_found() -> None:
     flow = Flow()
     flow.feed(START)
     commands = flow.feed(DerivUnknown(flow.reference, "socket closed"))
-    assert commands[0] == FindDerivWithdrawal(flow.reference, flow.state.created_at_ms)
+    assert commands[0] == FindDerivWithdrawal(
+        flow.reference, USD, "CR100001", flow.state.created_at_ms
+    )
     flow.feed(DerivLookup(flow.reference, 4242))
     assert flow.state.status is Status.AWAITING_MPESA_DISBURSEMENT
     assert flow.state.deriv_transaction_id == 4242
@@ -242,6 +245,103 @@ def test_a_withdrawal_that_provably_never_happened_fails_for_a_new_code() -> Non
     assert sum(isinstance(c, WithdrawFromDeriv) for c in flow.commands) == 1
     assert flow.postings() == []
     assert flow.feed(DerivLookup(ref, 99)) == []  # terminal: late news changes nothing
+
+
+BUSY = ("PaymentAgentWithdrawError", "Request too frequent. Please try again later.")
+
+
+def _resend_at(commands: list[Command]) -> int:
+    (timer,) = [c for c in commands if isinstance(c, SetTimer) and c.name == "deriv_resend"]
+    return timer.at_ms
+
+
+def test_a_withdrawal_refused_for_now_is_resent_under_the_same_reference() -> None:
+    """Regression: a rate limit or BI102 failed the withdrawal although nothing moved
+    and the same call would have gone through a little later."""
+    flow = Flow()
+    flow.feed(START)
+    commands = flow.feed(DerivRetryLater(flow.reference, *BUSY))
+    assert flow.state.status is Status.AWAITING_DERIV_CONFIRMATION
+    assert _resend_at(commands) >= flow.now_ms + TIMINGS.deriv_resend_first_ms
+    commands = flow.feed(Deadline("deriv_resend"))
+    # No code in the command: the Deriv gateway actor kept it for this resend.
+    assert commands == [WithdrawFromDeriv(USD, "", flow.reference)]
+    flow.feed(DerivCredited(flow.reference, 777))
+    assert flow.state.status is Status.AWAITING_MPESA_DISBURSEMENT
+
+
+def test_a_withdrawal_refused_for_now_after_every_resend_fails_with_nothing_moved() -> None:
+    flow = Flow()
+    flow.feed(START)
+    for _ in range(TIMINGS.deriv_resends_max):
+        flow.feed(DerivRetryLater(flow.reference, *BUSY), Deadline("deriv_resend"))
+    assert flow.state.status is Status.AWAITING_DERIV_CONFIRMATION
+    flow.feed(DerivRetryLater(flow.reference, "RateLimit", "You have reached the rate limit."))
+    assert flow.state.status is Status.FAILED
+    assert flow.state.failure is not None and flow.state.failure.code == "deriv_unavailable"
+    assert flow.postings() == []
+    sent = sum(isinstance(c, WithdrawFromDeriv) for c in flow.commands)
+    assert sent == 1 + TIMINGS.deriv_resends_max
+
+
+def test_a_withdrawal_refused_for_now_while_its_outcome_is_unknown_is_not_resent() -> None:
+    flow = Flow()
+    flow.feed(START, DerivUnknown(f"PenPay withdrawal {TX}", "socket closed"))
+    assert flow.feed(DerivRetryLater(flow.reference, *BUSY)) == []
+    assert flow.feed(Deadline("deriv_resend")) == []
+    assert sum(isinstance(c, WithdrawFromDeriv) for c in flow.commands) == 1
+
+
+def test_recovery_with_a_withdrawal_resend_waiting_keeps_waiting() -> None:
+    flow = Flow()
+    flow.feed(START)
+    due = _resend_at(flow.feed(DerivRetryLater(flow.reference, *BUSY)))
+    commands = flow.restart()
+    assert commands == [SetTimer("deriv_resend", due)]  # nothing went out: no lookup
+
+
+def test_a_return_refused_for_now_is_resent_then_reviewed() -> None:
+    flow = reversing_flow()
+    ref = flow.return_reference
+    for _ in range(TIMINGS.deriv_resends_max):
+        flow.feed(DerivRetryLater(ref, "RateLimit", "slow down"))
+        assert flow.feed(Deadline("deriv_resend")) == [flow.returns()[0]]  # the same call
+    assert flow.state.status is Status.REVERSING
+    flow.feed(DerivRetryLater(ref, "RateLimit", "slow down"))
+    assert flow.state.status is Status.NEEDS_REVIEW and flow.state.in_suspense
+    assert {c.reference for c in flow.returns()} == {ref}
+
+
+def test_a_return_resend_waiting_survives_a_restart() -> None:
+    flow = reversing_flow()
+    due = _resend_at(flow.feed(DerivRetryLater(flow.return_reference, *BUSY)))
+    commands = flow.restart()
+    assert SetTimer("deriv_resend", due) in commands
+    assert not any(isinstance(c, CreditDeriv | FindDerivTransfer) for c in commands)
+
+
+def test_another_clients_row_with_our_note_does_not_hold_up_the_withdrawal() -> None:
+    """A withdrawal's note is the client's free text: a conflict is someone else's row."""
+    flow = Flow()
+    flow.feed(START)
+    ref = flow.reference
+    flow.feed(DerivUnknown(ref, "socket closed"))
+    for _ in range(TIMINGS.deriv_lookups_max):
+        flow.feed(Deadline("deriv_lookup"), DerivLookup(ref, None, "deposit 10.0: CR9 ..."))
+        assert flow.state.status is not Status.NEEDS_REVIEW
+    assert flow.state.status is Status.FAILED
+    assert flow.state.failure is not None
+    assert flow.state.failure.code == "deriv_withdrawal_not_made"
+
+
+def test_a_return_row_with_our_note_but_not_our_transfer_needs_review() -> None:
+    """Only the agent writes an "Agent note": our own transfer gone wrong, not absence."""
+    flow = reversing_flow()
+    ref = flow.return_reference
+    flow.feed(DerivUnknown(ref, "socket closed"))
+    flow.feed(DerivLookup(ref, None, "withdrawal -5.0: ... to CR9. Agent note: x"))
+    assert flow.state.status is Status.NEEDS_REVIEW and flow.state.in_suspense
+    assert len(flow.returns()) == 1  # no second attempt
 
 
 def test_a_failed_payout_returns_the_usd_to_deriv() -> None:
@@ -410,7 +510,7 @@ def test_a_return_whose_answer_is_lost_is_looked_up_then_retried() -> None:
     flow = reversing_flow()
     first = flow.return_reference
     commands = flow.feed(DerivUnknown(first, "socket closed"))
-    assert commands[0] == FindDerivTransfer(first, flow.state.created_at_ms)
+    assert commands[0] == FindDerivTransfer(first, USD, "CR100001", flow.state.created_at_ms)
     for _ in range(TIMINGS.deriv_lookups_max):
         flow.feed(Deadline("deriv_lookup"), DerivLookup(first, None))
     second = flow.return_reference
@@ -508,10 +608,11 @@ def test_recovery_never_resends_the_withdrawal() -> None:
     assert commands == []
     follow_up = flow.restart()
     assert not any(isinstance(c, WithdrawFromDeriv) for c in follow_up)
-    assert FindDerivWithdrawal(flow.reference, flow.state.created_at_ms) in follow_up
+    lookup = FindDerivWithdrawal(flow.reference, USD, "CR100001", flow.state.created_at_ms)
+    assert lookup in follow_up
     again = flow.restart()  # already unknown: just look it up again
     assert not any(isinstance(c, WithdrawFromDeriv) for c in again)
-    assert FindDerivWithdrawal(flow.reference, flow.state.created_at_ms) in again
+    assert lookup in again
     assert [type(e) for e in flow.events].count(w.DerivWithdrawUnknown) == 1
 
 
@@ -533,7 +634,8 @@ def test_recovery_never_resends_a_return() -> None:
     flow = reversing_flow()
     commands = flow.restart()
     assert flow.returns() and not any(isinstance(c, CreditDeriv) for c in commands)
-    assert FindDerivTransfer(flow.return_reference, flow.state.created_at_ms) in commands
+    lookup = FindDerivTransfer(flow.return_reference, USD, "CR100001", flow.state.created_at_ms)
+    assert lookup in commands
     assert flow.state.return_unknown
     assert "fx_reversal" in [c.posting.name for c in commands if isinstance(c, PostLedger)]
 
@@ -546,7 +648,7 @@ class Restart(Input, frozen=True, tag="test_restart"):
 
 
 #: Short patience, so random runs reach review (and its resolutions) often.
-FAST = SagaTimings(deriv_lookups_max=1, b2c_queries_max=2)
+FAST = SagaTimings(deriv_lookups_max=1, b2c_queries_max=2, deriv_resends_max=1)
 
 #: Stand-ins for the references a transaction has only once it has run a while.
 WITHDRAW_REF, RETURN_REF = "@withdraw", "@return"
@@ -566,7 +668,7 @@ def _bound(item: Input, state: w.WithdrawalState) -> Input:
 _REFS = st.sampled_from([WITHDRAW_REF, RETURN_REF, "PenPay withdrawal other"])
 _OIDS = st.sampled_from([ORIGINATOR, "other"])
 INPUTS: st.SearchStrategy[Input] = st.one_of(
-    st.builds(Deadline, st.sampled_from(["deriv_lookup", "b2c"])),
+    st.builds(Deadline, st.sampled_from(["deriv_lookup", "b2c", "deriv_resend"])),
     st.builds(DerivCredited, _REFS, st.integers(1, 5)),
     st.builds(
         DerivRejected, _REFS,
@@ -575,7 +677,13 @@ INPUTS: st.SearchStrategy[Input] = st.one_of(
         st.just("no"),
     ),
     st.builds(DerivUnknown, _REFS, st.just("drop")),
-    st.builds(DerivLookup, _REFS, st.sampled_from([None, None, 9])),
+    st.builds(
+        DerivRetryLater, _REFS, st.sampled_from(["RateLimit", "PaymentAgentWithdrawError"]),
+        st.just("Request too frequent. Please try again later."),
+    ),
+    st.builds(
+        DerivLookup, _REFS, st.sampled_from([None, None, 9]), st.sampled_from([None, None, "x"])
+    ),
     st.builds(B2CAccepted, _OIDS, st.sampled_from(["AG", "AG2"])),
     st.builds(B2CRejected, _OIDS, st.sampled_from(["500.002.1001", "400.002.02"]), st.just("x")),
     st.builds(B2CUnknown, _OIDS, st.just("timeout")),
@@ -646,7 +754,9 @@ def test_any_sequence_of_inputs_keeps_the_invariants(data: Any) -> None:
     assert not (postings["mpesa_paid_out"] and postings["deriv_returned"])
     for posting in flow.posted():
         _check_posting(posting)
-    assert sum(isinstance(c, WithdrawFromDeriv) for c in flow.commands) == 1
+    withdrawals = [c.reference for c in flow.commands if isinstance(c, WithdrawFromDeriv)]
+    assert set(withdrawals) == {f"PenPay withdrawal {TX}"}
+    _assert_resent_only_after_a_refusal_for_now(flow, withdrawals)
     assert all(c.verification_code == "" for c in flow.commands
                if isinstance(c, WithdrawFromDeriv))
     payouts = {c.originator_conversation_id for c in flow.commands if isinstance(c, PayB2C)}
@@ -654,7 +764,7 @@ def test_any_sequence_of_inputs_keeps_the_invariants(data: Any) -> None:
     if payouts:
         assert postings["fx_conversion"] == 1  # no shillings out before the USD came in
     returns = flow.returns()
-    assert len({c.reference for c in returns}) == len(returns)
+    _assert_resent_only_after_a_refusal_for_now(flow, [c.reference for c in returns])
     if returns:
         assert postings["fx_reversal"] == 1
     status = flow.state.status
@@ -676,3 +786,61 @@ def test_any_sequence_of_inputs_keeps_the_invariants(data: Any) -> None:
     assert flow.replayed() == flow.state
     for event in flow.events:
         assert CODE.encode() not in CODEC.encode(event)
+
+
+#: What Deriv (and the timers around it) can say to the withdrawal or the return.
+DERIV_ANSWERS: list[Input] = [
+    *[DerivRetryLater(ref, *BUSY) for ref in (WITHDRAW_REF, RETURN_REF)] * 3,
+    *[Deadline("deriv_resend")] * 6,
+    *[DerivUnknown(ref, "drop") for ref in (WITHDRAW_REF, RETURN_REF)],
+    *[DerivLookup(ref, None) for ref in (WITHDRAW_REF, RETURN_REF)],
+    *[DerivLookup(ref, None, "x") for ref in (WITHDRAW_REF, RETURN_REF)],
+    *[DerivCredited(ref, 5) for ref in (WITHDRAW_REF, RETURN_REF)],
+    *[DerivRejected(ref, "PaymentAgentWithdrawError", "no") for ref in (WITHDRAW_REF, RETURN_REF)],
+    Deadline("deriv_lookup"),
+    Restart(),
+]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.booleans(), st.lists(st.sampled_from(DERIV_ANSWERS), max_size=30))
+def test_deriv_answers_in_any_order_never_resend_a_call_that_may_have_moved_money(
+    returning: bool, answers: list[Input],
+) -> None:
+    """The Deriv stages alone, where a resend under the same reference is possible."""
+    flow = Flow(FAST)
+    flow.feed(START)
+    if returning:  # the payout failed: the USD goes back (the return stage)
+        flow.feed(DerivCredited(flow.reference, 1), B2CResult(ORIGINATOR, "1", "failed"))
+    for answer in answers:
+        item = _bound(answer, flow.state)
+        if isinstance(item, Restart):
+            commands = flow.restart()
+            assert not any(isinstance(c, WithdrawFromDeriv | CreditDeriv) for c in commands)
+            continue
+        flow.feed(item)
+    withdrawals = [c.reference for c in flow.commands if isinstance(c, WithdrawFromDeriv)]
+    _assert_resent_only_after_a_refusal_for_now(flow, withdrawals)
+    _assert_resent_only_after_a_refusal_for_now(flow, [c.reference for c in flow.returns()])
+    if flow.state.status is Status.FAILED:
+        assert not flow.postings()
+    assert flow.replayed() == flow.state
+
+
+def _assert_resent_only_after_a_refusal_for_now(flow: Flow, sent: list[str]) -> None:
+    """A reference goes out again only after Deriv said "not now" to it, and
+    never once a call under it had an unknown outcome (it may have moved money)."""
+    resent = Counter(e.reference for e in flow.events if isinstance(e, w.DerivResent))
+    assert all(sent.count(ref) == 1 + resent[ref] for ref in set(sent)), (sent, resent)
+    deferred: set[str] = set()
+    unknown: set[str] = set()  # once unknown, a reference is only ever looked up
+    for event in flow.events:
+        match event:
+            case w.DerivDeferred():
+                deferred.add(event.reference)
+            case w.DerivWithdrawUnknown() | w.ReturnUnknown():
+                unknown.add(event.reference)
+            case w.DerivResent():
+                assert event.reference not in unknown, "resent a call that may have moved money"
+                assert event.reference in deferred, "resent without a refusal for now"
+                deferred.discard(event.reference)

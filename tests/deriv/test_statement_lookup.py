@@ -25,6 +25,7 @@ from penpay.sandbox.deriv import DerivWorld, PaymentAgentTerms
 from .conftest import AGENT, AGENT_TOKEN, JANE, JANE_TOKEN, Rig
 
 OLD_ROWS = 2_100  # more than the lookup's 20 pages of 100
+AMOUNT = 2_500  # every transfer these tests look for
 
 
 class WallClock:
@@ -67,7 +68,7 @@ def world(clock: WallClock) -> DerivWorld:
 
 def transfer(world: DerivWorld, description: str) -> int:
     world.paymentagent_transfer(
-        AGENT, transfer_to=JANE, amount_cents=2_500, currency="USD", dry_run=False,
+        AGENT, transfer_to=JANE, amount_cents=AMOUNT, currency="USD", dry_run=False,
         description=description,
     )
     return world.moves[-1].transaction_id
@@ -99,9 +100,9 @@ async def test_an_absent_transfer_is_declared_absent_past_thousands_of_older_row
     found_id = transfer(rig.world, "PenPay deposit found attempt 1")
 
     absent, found, unbounded = await lookups(rig, [
-        FindDerivTransfer("PenPay deposit lost attempt 1", ms(created)),
-        FindDerivTransfer("PenPay deposit found attempt 1", ms(created)),
-        FindDerivTransfer("PenPay deposit lost attempt 1"),
+        FindDerivTransfer("PenPay deposit lost attempt 1", AMOUNT, JANE, ms(created)),
+        FindDerivTransfer("PenPay deposit found attempt 1", AMOUNT, JANE, ms(created)),
+        FindDerivTransfer("PenPay deposit lost attempt 1", AMOUNT, JANE),
     ])
 
     assert absent == DerivLookup("PenPay deposit lost attempt 1", None)
@@ -119,7 +120,7 @@ async def test_the_clock_margin_covers_our_clock_stepped_back_since_the_creation
     ours = clock.now + timedelta(seconds=STATEMENT_CLOCK_MARGIN_S - 60)
 
     (answer,) = await lookups(rig, [
-        FindDerivTransfer("PenPay deposit early attempt 1", ms(ours)),
+        FindDerivTransfer("PenPay deposit early attempt 1", AMOUNT, JANE, ms(ours)),
     ])
 
     assert answer == DerivLookup("PenPay deposit early attempt 1", early_id)
@@ -136,8 +137,8 @@ async def test_clocks_months_apart_change_no_verdict(
     found_id = transfer(rig.world, "PenPay deposit found attempt 1")
 
     absent, found = await lookups(rig, [
-        FindDerivTransfer("PenPay deposit lost attempt 1", ms(created)),
-        FindDerivTransfer("PenPay deposit found attempt 1", ms(created)),
+        FindDerivTransfer("PenPay deposit lost attempt 1", AMOUNT, JANE, ms(created)),
+        FindDerivTransfer("PenPay deposit found attempt 1", AMOUNT, JANE, ms(created)),
     ], ours_ahead=ours_ahead)
 
     assert absent == DerivLookup("PenPay deposit lost attempt 1", None)
@@ -164,7 +165,7 @@ async def test_a_second_lookup_for_the_same_reference_waits_for_the_first(
 
     actor = DerivGatewayActor(rig.gateway, AGENT, no_token)
     actor.system = cast(ActorSystem, SimpleNamespace(clock=Clock(rig.world.now())))
-    lookup = FindDerivTransfer("PenPay deposit lost attempt 1", ms(clock.now))
+    lookup = FindDerivTransfer("PenPay deposit lost attempt 1", AMOUNT, JANE, ms(clock.now))
     answers: list[Input | None] = []
 
     async def ask() -> None:

@@ -10,8 +10,14 @@ new socket.
 Money rule: a ``paymentagent_transfer`` or ``paymentagent_withdraw`` that was
 sent and got no answer (drop, timeout) raises
 :class:`~penpay.actors.deriv.errors.OutcomeUnknown` and is never resent here.
-The caller settles it with :meth:`~DerivGateway.find_transfer`, which finds
-the transfer in the agent's statement by the reference put in ``description``.
+The caller settles it with :meth:`~DerivGateway.search_statement` (or
+:meth:`~DerivGateway.find_transfer`), which finds the row in the agent's
+statement by the reference put in ``description``, its amount and its client.
+
+``ping`` and ``time`` are outside the call budget but Deriv closes a socket
+that sends more than 10 of them in a second (protocols.md 2.2, 2.11): they
+have a budget of their own, and Deriv's clock is asked rarely and extrapolated
+(:meth:`~DerivGateway.deriv_clock_s`).
 
 Calls with a *user's* token (verify a linked account, ask Deriv to e-mail a
 withdrawal code, withdraw to the agent) each use a fresh socket that is
@@ -72,6 +78,12 @@ class GatewayConfig:
     calls_per_min: int | None = 200
     """Own budget for non-ping calls on the agent socket (Deriv allows 220); None lifts it."""
     calls_burst: int = 10
+    pings_per_min: int = 240
+    """Budget for ``ping``/``time`` on the agent socket. Deriv closes (1008) a
+    connection sending more than 10 a second; burst + rate per second is 8."""
+    pings_burst: int = 4
+    clock_refresh_s: float = 300.0
+    """How long a reading of Deriv's clock is extrapolated before ``time`` is asked again."""
     statement_page_size: int = 100
     statement_pages_max: int = 20
 
@@ -119,6 +131,58 @@ class FoundTransfer:
     longcode: str
 
 
+@dataclass(frozen=True)
+class ExpectedRow:
+    """The agent-statement row a money call under ``reference`` leaves, if it moved money.
+
+    Build it with :meth:`transfer` or :meth:`withdrawal`; Deriv's remarks are
+    quoted in protocols.md 2.7 and 2.8.
+    """
+
+    reference: str
+    note: str
+    action_type: str  # the agent's side: "withdrawal" (money out) or "deposit" (in)
+    amount_cents: int  # signed, as the agent's statement shows it
+    counterparty_marker: str  # how the remark names the client (loginid upper case)
+
+    @classmethod
+    def transfer(cls, reference: str, to_loginid: str, amount_cents: int) -> ExpectedRow:
+        """A ``paymentagent_transfer`` to ``to_loginid``: "… (<PA>) to <CR>. Transaction …"."""
+        login = to_loginid.upper()
+        note = f"Agent note: {reference}"
+        return cls(reference, note, "withdrawal", -amount_cents, f" to {login}.")
+
+    @classmethod
+    def withdrawal(cls, reference: str, from_loginid: str, amount_cents: int) -> ExpectedRow:
+        """A ``paymentagent_withdraw`` by ``from_loginid``: "Transfer from <CR> to Payment Agent …".
+
+        The note is the client's free text (any client may write ours), so the
+        remark must *start* with the client's loginid.
+        """
+        login = from_loginid.upper()
+        note = f"Client note: {reference}"
+        return cls(reference, note, "deposit", amount_cents, f"Transfer from {login} to ")
+
+    def names_counterparty(self, longcode: str) -> bool:
+        """Whether the remark names the expected client in the expected place."""
+        if self.action_type == "deposit":
+            return longcode.startswith(self.counterparty_marker)
+        return self.counterparty_marker in longcode
+
+
+@dataclass(frozen=True)
+class StatementMatch:
+    """What a statement search saw for one :class:`ExpectedRow`.
+
+    ``found``: the row with the note, amount, direction and client expected.
+    ``conflicts``: rows with the note but another amount, direction or client
+    (or unreadable), each described; they are not the call's row.
+    """
+
+    found: FoundTransfer | None
+    conflicts: tuple[str, ...] = ()
+
+
 def _check(pattern: re.Pattern[str], value: str, name: str) -> None:
     if pattern.fullmatch(value) is None:
         raise RequestInvalid(f"{name} {value!r} does not match {pattern.pattern}")
@@ -153,6 +217,9 @@ class DerivGateway:
             if self.config.calls_per_min is not None
             else None
         )
+        self._ping_bucket = TokenBucket(self.config.pings_per_min, self.config.pings_burst)
+        self._clock: _ClockReading | None = None
+        self._clock_lock = trio.Lock()
         self._rpc: DerivRpc | None = None
         self._ready = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -268,6 +335,7 @@ class DerivGateway:
     async def _keepalive(self, rpc: DerivRpc, scope: trio.CancelScope) -> None:
         while True:
             await trio.sleep(self.config.ping_interval_s)
+            self._ping_bucket.take_now()  # never queued: a late ping loses the socket
             try:
                 await self._checked(rpc, {"ping": 1}, timeout_s=self.config.pong_timeout_s)
             except DerivError as exc:
@@ -324,14 +392,16 @@ class DerivGateway:
     ) -> dict[str, Any]:
         """A call on the agent socket, waiting (bounded) for it to be connected.
 
+        ``rate_limited`` False: a ``ping``/``time``, spent from their own budget.
         Returns the whole response (some calls, like ``paymentagent_transfer``,
         answer in top-level fields beside the one named after the call).
         """
-        if rate_limited and self._bucket is not None:
+        bucket = self._bucket if rate_limited else self._ping_bucket
+        if bucket is not None:
             # The budget first, the socket after: a call that queued for the
             # budget while the socket was replaced must go out on the new one,
             # not fail on the one it saw when it started waiting.
-            await self._bucket.acquire()
+            await bucket.acquire()
         if not self.connected:
             with trio.move_on_after(self.config.connect_wait_s):
                 await self.wait_connected()
@@ -341,7 +411,7 @@ class DerivGateway:
         return await self._checked(rpc, request)
 
     async def ping(self) -> None:
-        """A round trip on the agent socket (outside the rate budget)."""
+        """A round trip on the agent socket (outside the call budget, in the ping budget)."""
         await self._agent_call({"ping": 1}, rate_limited=False)
 
     async def server_time(self) -> int:
@@ -350,6 +420,30 @@ class DerivGateway:
         if type(body) is not int:
             raise ProtocolViolation(f"time is not an integer: {body!r}")
         return body
+
+    async def deriv_clock_s(self) -> float:
+        """Deriv's clock now (Unix seconds), without asking Deriv each time.
+
+        One ``time`` answer is anchored to trio's monotonic clock and
+        extrapolated; it is asked again after ``clock_refresh_s`` or a
+        reconnect. Concurrent callers share one ``time`` call: a burst of
+        statement lookups would otherwise send a burst of them, and Deriv
+        closes a socket sending more than 10 a second (protocols.md 2.2).
+        Our own wall clock plays no part, so its steps cannot stale the reading.
+        """
+        async with self._clock_lock:
+            reading = self._clock
+            if reading is None or self._clock_is_stale(reading):
+                asked_at = trio.current_time()
+                deriv_s = await self.server_time()
+                answered_at = trio.current_time()
+                reading = _ClockReading(deriv_s, (asked_at + answered_at) / 2, self.connects)
+                self._clock = reading
+        return reading.deriv_s + (trio.current_time() - reading.monotonic_s)
+
+    def _clock_is_stale(self, reading: _ClockReading) -> bool:
+        age_s = trio.current_time() - reading.monotonic_s
+        return reading.connects != self.connects or age_s >= self.config.clock_refresh_s
 
     async def balance(self) -> int:
         """The agent balance in cents, asked now (the live value is ``agent_balance_cents``)."""
@@ -434,17 +528,60 @@ class DerivGateway:
         _check(_DESCRIPTION, reference, "reference")
         note = f"Agent note: {reference}"
         target = f" to {transfer_to.upper()}." if transfer_to else None
+        found: list[FoundTransfer] = []
+
+        def visit(row: dict[str, Any]) -> bool:
+            match = _match(row, note, target, amount_cents)
+            if match is not None:
+                found.append(match)
+            return match is not None
+
+        await self._scan(reference, "withdrawal", date_from, visit)
+        return found[0] if found else None
+
+    async def search_statement(
+        self, expected: ExpectedRow, *, date_from: int | None = None
+    ) -> StatementMatch:
+        """Find ``expected``'s row in the agent's statement, newest first.
+
+        A row counts only with the note, the amount, the direction and the
+        client expected: a withdrawal's note is the client's free text, so any
+        Deriv client can send the agent USD 10 with another user's reference.
+        Rows with the note that fail the rest are reported as ``conflicts``.
+        ``found`` None: the statement was read to its end (from ``date_from``)
+        without the row. Raises :class:`ReconciliationIncomplete` at the page limit.
+        """
+        _check(_DESCRIPTION, expected.reference, "reference")
+        conflicts: list[str] = []
+        found: list[FoundTransfer] = []
+
+        def visit(row: dict[str, Any]) -> bool:
+            verdict = _judge(row, expected)
+            if isinstance(verdict, FoundTransfer):
+                found.append(verdict)
+                return True
+            if verdict is not None:
+                conflicts.append(verdict)
+            return False
+
+        await self._scan(expected.reference, expected.action_type, date_from, visit)
+        return StatementMatch(found[0] if found else None, tuple(conflicts))
+
+    async def _scan(
+        self,
+        reference: str,
+        action_type: str,
+        date_from: int | None,
+        visit: Callable[[dict[str, Any]], bool],
+    ) -> None:
+        """Page through the statement until ``visit`` returns True or the rows end."""
         size = self.config.statement_page_size
         for page in range(self.config.statement_pages_max):
             rows = await self.statement(
-                limit=size, offset=page * size, action_type="withdrawal", date_from=date_from
+                limit=size, offset=page * size, action_type=action_type, date_from=date_from
             )
-            for row in rows:
-                found = _match(row, note, target, amount_cents)
-                if found is not None:
-                    return found
-            if len(rows) < size:
-                return None
+            if any(visit(row) for row in rows) or len(rows) < size:
+                return
         raise ReconciliationIncomplete(
             f"no match for {reference!r} in the newest {size * self.config.statement_pages_max}"
             " statement rows; pass date_from to search further back"
@@ -526,6 +663,15 @@ class DerivGateway:
         return await self._with_user_socket(user_token, work)
 
 
+@dataclass(frozen=True)
+class _ClockReading:
+    """One ``time`` answer and the monotonic instant it stands for."""
+
+    deriv_s: int
+    monotonic_s: float
+    connects: int  # the agent socket it was read on
+
+
 def _masked(request: dict[str, Any]) -> dict[str, Any]:
     secret = {"authorize", "verification_code"}
     return {k: ("<not shown>" if k in secret else v) for k, v in request.items()}
@@ -574,6 +720,34 @@ def _match(
     return FoundTransfer(
         transaction_id=tid,
         amount_cents=-amount,
+        balance_after_cents=after,
+        transaction_time=int(row.get("transaction_time", 0)),
+        longcode=longcode,
+    )
+
+
+def _judge(row: dict[str, Any], expected: ExpectedRow) -> FoundTransfer | str | None:
+    """``expected``'s row as found; a description if it has the note but is not
+    the row expected (or cannot be read); None if it does not have the note."""
+    longcode = row.get("longcode")
+    if not isinstance(longcode, str) or not longcode.endswith(expected.note):
+        return None
+    amount = number_to_cents(row.get("amount"))
+    after = number_to_cents(row.get("balance_after"))
+    tid = row.get("transaction_id")
+    seen = f"{row.get('action_type')} {row.get('amount')!r} (tid {tid!r}): {longcode}"
+    if amount is None or after is None or type(tid) is not int:
+        return f"unreadable row {seen}"
+    action = row.get("action_type", expected.action_type)
+    if (
+        amount != expected.amount_cents
+        or action != expected.action_type
+        or not expected.names_counterparty(longcode)
+    ):
+        return seen
+    return FoundTransfer(
+        transaction_id=tid,
+        amount_cents=abs(amount),
         balance_after_cents=after,
         transaction_time=int(row.get("transaction_time", 0)),
         longcode=longcode,
