@@ -269,9 +269,11 @@ class WithdrawalActor(TransactionActor):
     """One withdrawal. The Deriv verification code is held in memory only.
 
     It is a credential, so no event records it: the code travels from the
-    Start request into the one ``paymentagent_withdraw`` call and is then
-    forgotten. After a restart the call's outcome is looked up, never
-    repeated, so the code is never needed again.
+    Start request into the ``paymentagent_withdraw`` call and leaves this
+    actor. If Deriv refuses the call "for now" (a rate limit), the Deriv
+    gateway actor keeps the code, in memory, for the resend (at most an
+    hour, the code's own life). After a restart a call whose outcome was
+    lost is looked up, never repeated.
     """
 
     kind = "withdrawal"
