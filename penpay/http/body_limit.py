@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from penpay.http.problems import Problem
+from penpay.http.problems import Problem, run_or_answer
 
 
 class BodyTooLarge(Problem):
@@ -96,16 +97,8 @@ class BodyLimit:
 
     async def _run_limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app; answer a :class:`BodyTooLarge` nobody inside turned into a response."""
-        started = False
 
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        def too_large(exc: Exception) -> Response | None:
+            return exc.response() if isinstance(exc, BodyTooLarge) else None
 
-        try:
-            await self.app(scope, receive, tracked)
-        except BodyTooLarge as exc:
-            if started:
-                raise
-            await exc.response()(scope, receive, send)
+        await run_or_answer(self.app, scope, receive, send, too_large)

@@ -9,6 +9,7 @@ log, never to the client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -135,17 +136,36 @@ class UnhandledErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
 
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        def internal_error(exc: Exception) -> Response:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"),
+                          exc_info=exc)
+            return Problem(500, "internal_error", _INTERNAL).response()
 
-        try:
-            await self.app(scope, receive, tracked)
-        except Exception:
-            if started:
-                raise
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            await Problem(500, "internal_error", _INTERNAL).response()(scope, receive, send)
+        await run_or_answer(self.app, scope, receive, send, internal_error)
+
+
+async def run_or_answer(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+    answer: Callable[[Exception], Response | None],
+) -> None:
+    """Run ``app``; if it raises before its response started, send ``answer(exc)`` instead.
+
+    ``answer`` returns None for an exception it leaves alone, which goes on
+    up. Once a response has started nothing can be said to the client any
+    more, and every exception goes on up.
+    """
+    started = False
+
+    async def tracked(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, tracked)
+    except Exception as exc:
+        response = None if started else answer(exc)
+        if response is None:
+            raise
+        await response(scope, receive, send)

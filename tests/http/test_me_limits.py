@@ -7,17 +7,13 @@ left today" after a 1000.00 deposit would have its next one refused.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import trio
 
 from penpay.actors.policy import Limits
-from penpay.sim.chaos import Chaos
 from penpay.sim.determinism import sim_clock
-from penpay.sim.trace import Trace
-from penpay.sim.workload import Operator, Stats, User
-from penpay.sim.world import SimWorld
+from tests.sim.scripted import onboarded_world
 
 CONFIGURED = Limits(
     deposit_min_usd_cents=300, deposit_max_usd_cents=150_000,
@@ -28,12 +24,7 @@ DEPOSIT_USD_CENTS = 100_000
 
 
 async def _me_after_a_deposit() -> dict[str, Any]:
-    world = SimWorld(1, Trace(), Chaos(random.Random(0)))
-    stats = Stats()
-    async with trio.open_nursery() as root:
-        await world.start(root)
-        user = User(1, world, Operator(world.router, world.trace, stats, 1), stats, 1)
-        assert await user.onboard()
+    async with onboarded_world() as (world, user):
         payments = world.services.payments
         assert payments is not None
         payments.limits = CONFIGURED
@@ -44,8 +35,6 @@ async def _me_after_a_deposit() -> dict[str, Any]:
         assert response.status_code == 202, response.text
         me = await user._authed("GET", "/me", "me")
         assert me.status_code == 200, me.text
-        await world.stop()
-        root.cancel_scope.cancel()
     body: dict[str, Any] = me.json()
     return body
 

@@ -9,28 +9,19 @@ operator instead of being credited when M-Pesa's query came back.
 
 from __future__ import annotations
 
-import random
 import uuid
 
 import trio
 
 from penpay.sandbox.daraja.state import Endpoint, FaultKind
-from penpay.sim.chaos import Chaos
 from penpay.sim.determinism import sim_clock
-from penpay.sim.trace import Trace
-from penpay.sim.workload import Operator, Stats, User
-from penpay.sim.world import SimWorld
+from tests.sim.scripted import onboarded_world
 
 DEPOSIT_USD_CENTS = 1_000
 
 
 async def _scenario() -> None:
-    world = SimWorld(1, Trace(), Chaos(random.Random(0)))
-    stats = Stats()
-    async with trio.open_nursery() as root:
-        await world.start(root)
-        user = User(1, world, Operator(world.router, world.trace, stats, 1), stats, 1)
-        assert await user.onboard()
+    async with onboarded_world() as (world, user):
         daraja = world.boxes.daraja
         daraja.script_customer(user.phone, "no_callback", delay_s=5)  # pays; no callback
         daraja.inject_fault(Endpoint.STK_QUERY, FaultKind.HTTP_500, count=10_000)
@@ -54,8 +45,6 @@ async def _scenario() -> None:
         ledger = world.services.ledger
         assert ledger is not None
         assert all(line.balanced for line in (await ledger.trial_balance()).values())
-        await world.stop()
-        root.cancel_scope.cancel()
 
 
 def test_parked_deposit_settles_after_a_restart_when_mpesa_answers() -> None:

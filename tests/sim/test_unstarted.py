@@ -7,28 +7,17 @@ whether it had started, so its reserved index row stayed PENDING for ever.
 
 from __future__ import annotations
 
-import random
-
 import trio
 
 from penpay.actors.deposit import Start
 from penpay.actors.payments import REFUSED, UNSTARTED_GRACE_S, UNSTARTED_SWEEP_INTERVAL_S
 from penpay.actors.transaction import AbandonIfNotStarted, DepositActor
-from penpay.sim.chaos import Chaos
 from penpay.sim.determinism import sim_clock
-from penpay.sim.trace import Trace
-from penpay.sim.workload import Operator, Stats, User
-from penpay.sim.world import SimWorld
-from tests.sim.scripted import crash_on
+from tests.sim.scripted import crash_on, onboarded_world
 
 
 async def _scenario() -> None:
-    world = SimWorld(1, Trace(), Chaos(random.Random(0)))
-    stats = Stats()
-    async with trio.open_nursery() as root:
-        await world.start(root)
-        user = User(1, world, Operator(world.router, world.trace, stats, 1), stats, 1)
-        assert await user.onboard()
+    async with onboarded_world() as (world, user):
         # Start crashes, and so does the first question about it.
         crashes: dict[type, int] = {Start: 1, AbandonIfNotStarted: 1}
         crash_on(world, DepositActor, crashes)
@@ -54,8 +43,6 @@ async def _scenario() -> None:
         assert again.status_code == 202, again.text
         assert again.json()["transaction_id"] == str(row.id)
         assert world.durable.index.rows[row.id].status != REFUSED
-        await world.stop()
-        root.cancel_scope.cancel()
 
 
 def test_a_deposit_whose_start_failed_unknowably_is_closed_by_the_sweep() -> None:
