@@ -188,24 +188,23 @@ class Payments:
 
     # ---------------------------------------------------------------- starting
 
-    async def _reserve(
-        self, user: User, key: str, quote: Quote
-    ) -> tuple[TransactionRow, bool]:
+    async def _reserve(self, user: User, key: str, quote: Quote) -> TransactionRow:
+        """Tie ``key`` to a new transaction id before the transaction starts."""
         now = self.system.clock.now()
-        candidate = TransactionRow(
-            id=self.system.entropy.uuid7(self.system.clock.now_ms()),
-            user_id=user.id,
-            type=quote.type.value,
-            idempotency_key=key,
-            status=Status.PENDING.value,
-            usd_cents=quote.usd_cents,
-            kes_cents=quote.kes_cents,
-            created_at=now,
-            updated_at=now,
-            view={},
+        return await self.index.reserve(
+            TransactionRow(
+                id=self.system.entropy.uuid7(self.system.clock.now_ms()),
+                user_id=user.id,
+                type=quote.type.value,
+                idempotency_key=key,
+                status=Status.PENDING.value,
+                usd_cents=quote.usd_cents,
+                kes_cents=quote.kes_cents,
+                created_at=now,
+                updated_at=now,
+                view={},
+            )
         )
-        stored = await self.index.reserve(candidate)
-        return stored, stored.id == candidate.id
 
     async def _start(
         self, kind: type[TransactionActor], row: TransactionRow, start: Any
@@ -293,7 +292,7 @@ class Payments:
                 # started one moves no more money): only new money is checked.
                 await self._check_limits(user, quote)
             if row is None:
-                row, _ = await self._reserve(user, key, quote)
+                row = await self._reserve(user, key, quote)
         assert user.deriv_login_id is not None
         transaction_id = str(row.id)
         return row, {
