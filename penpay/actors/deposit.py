@@ -397,6 +397,8 @@ def decide(
             return _decide_resolve(state, event, now_ms)
     if state.status is Status.NEEDS_REVIEW and _awaits_mpesa_answer(state):
         return _decide_review_query(state, event, now_ms, timings)
+    if isinstance(event, StkCallback) and _parked_without_checkout(state):
+        return _decide_late_callback(state, event, now_ms)
     if not state.started or state.status in TERMINAL or state.status is Status.NEEDS_REVIEW:
         return []
     match event:
@@ -502,6 +504,28 @@ def _decide_refund(
         case B2CResult():
             return _decide_refund_result(state, event, now_ms, timings)
     return []
+
+
+def _parked_without_checkout(state: DepositState) -> bool:
+    """In review because neither the STK answer nor a callback came by the deadline."""
+    return (
+        state.status is Status.NEEDS_REVIEW and state.started
+        and state.checkout_request_id is None and not _money_collected(state)
+    )
+
+
+def _decide_late_callback(
+    state: DepositState, event: StkCallback, now_ms: int
+) -> list[DepositEvent]:
+    """A callback for a deposit parked without its CheckoutRequestID.
+
+    It came on this transaction's secret path and names the checkout, so the
+    deposit is taken up where it would have been: awaiting M-Pesa, a claimed
+    payment confirmed by query before it counts. Dropped, the customer's
+    shillings would be left to an operator who could only fail the deposit.
+    """
+    accepted = StkAccepted(now_ms, "", event.checkout_request_id)
+    return [accepted, *_decide_stk_callback(evolve(state, accepted), event, now_ms)]
 
 
 def _awaits_mpesa_answer(state: DepositState) -> bool:
@@ -679,6 +703,10 @@ def _decide_resolve(state: DepositState, event: Resolve, now_ms: int) -> list[De
         case "complete":
             if not _money_collected(state):
                 raise ResolveRefused("cannot complete: M-Pesa payment was never confirmed")
+            if state.refund_originator_id is not None:
+                # Deriv refused the credit and the float hold went with the refund:
+                # there is no credit to complete, and a refund may have paid.
+                raise ResolveRefused("cannot complete: a refund was started; reverse it instead")
             return [resolved, Completed(now_ms, state.deriv_transaction_id or 0)]
         case "reverse":
             if not _money_collected(state):
@@ -847,6 +875,9 @@ def react(
                 ),
                 SetTimer("stk", after.stk_deadline_ms),
             ]
+        case StkAccepted() if before.status is Status.NEEDS_REVIEW:
+            # Taken up again from review (a late callback): the query loop's timer.
+            commands.append(SetTimer("stk", event.at_ms + timings.stk_query_interval_ms))
         case PaymentClaimed() | StkQueried():
             assert after.checkout_request_id is not None
             commands.append(QueryStk(after.checkout_request_id))

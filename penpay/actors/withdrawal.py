@@ -434,7 +434,9 @@ def decide(
             ]
         case Resolve():
             return _decide_resolve(state, event, now_ms)
-    if not state.started or state.status in TERMINAL or state.status is Status.NEEDS_REVIEW:
+    if state.status is Status.NEEDS_REVIEW:
+        return _decide_parked(state, event, now_ms)
+    if not state.started or state.status in TERMINAL:
         return []
     match state.status:
         case Status.PENDING | Status.AWAITING_DERIV_CONFIRMATION:
@@ -443,6 +445,24 @@ def decide(
             return _decide_payout(state, event, now_ms, timings)
         case Status.REVERSING:
             return _decide_return(state, event, now_ms, timings)
+    return []
+
+
+def _decide_parked(state: WithdrawalState, event: Input, now_ms: int) -> list[WithdrawalEvent]:
+    """In review, only M-Pesa saying it paid the payout settles the withdrawal by itself.
+
+    A payout whose outcome was unknown may still be paid (a late result or
+    status answer): the shillings left, so the withdrawal is complete, and
+    an operator must not be left to send the USD back as well. Once the
+    return to Deriv has begun, such news is for the operator.
+    """
+    if (
+        isinstance(event, B2CResult) and event.result_code == "0"
+        and state.payout_originator_id is not None
+        and event.originator_conversation_id == state.payout_originator_id
+        and not state.fx_reversed
+    ):
+        return [Completed(now_ms, event.receipt)]
     return []
 
 

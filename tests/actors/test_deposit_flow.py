@@ -750,3 +750,28 @@ def test_a_paid_claim_parked_for_lack_of_an_answer_is_not_failed_by_a_late_failu
     assert flow.state.status is Status.NEEDS_REVIEW
     assert flow.state.review_reason == "callback said paid, query says 1032"
     assert "deriv_float_released" not in flow.postings()
+
+
+def test_complete_is_refused_once_a_refund_was_started() -> None:
+    """Deriv refused the credit and the float hold went with the refund: there is no
+    credit to complete (the post of a voided hold would fail), and the refund may pay."""
+    flow, first = _refunding()
+    flow.feed(B2CAccepted(first, "AG_1"), B2CResult(first, "1", "The balance is insufficient"))
+    assert flow.state.status is Status.NEEDS_REVIEW
+    with pytest.raises(ResolveRefused, match="refund was started"):
+        d.decide(flow.state, Resolve("complete", "looks fine", "op"), flow.now_ms, TIMINGS)
+
+
+def test_a_late_paid_callback_takes_up_a_deposit_parked_without_its_checkout() -> None:
+    """The STK answer was lost and no callback came by the deadline; the customer paid,
+    and the callback arrives while the deposit is parked. It is taken up again."""
+    flow = Flow()
+    flow.feed(START, StkPushUnknown("read timeout"), Deadline("stk"))
+    assert flow.state.status is Status.NEEDS_REVIEW and flow.state.checkout_request_id is None
+    commands = flow.feed(StkCallback(CHECKOUT, "0", "ok", "RCPT1", KES, PHONE))
+    assert flow.state.checkout_request_id == CHECKOUT and flow.state.paid_claimed
+    assert QueryStk(CHECKOUT) in commands  # confirmed by query before it counts
+    assert any(isinstance(c, SetTimer) and c.name == "stk" for c in commands)
+    flow.feed(StkQueryResult(CHECKOUT, "0"))
+    assert flow.state.status is Status.AWAITING_DERIV_CONFIRMATION
+    assert flow.replayed() == flow.state

@@ -483,7 +483,9 @@ def test_an_unknown_payout_after_every_query_needs_review_with_the_kes_in_suspen
     assert [(leg.debit, leg.credit, leg.amount_cents) for leg in suspense.legs] == [
         (Account.IN_TRANSIT_KES, Account.SUSPENSE_KES, KES)
     ]
-    assert flow.feed(B2CResult(ORIGINATOR, "0", "ok", "R", KES)) == []  # review waits for a human
+    # Anything short of M-Pesa saying it paid waits for a human.
+    assert flow.feed(B2CResult(ORIGINATOR, None, from_status_query=True)) == []
+    assert flow.feed(B2CResult(ORIGINATOR, "2032", "does not exist", from_status_query=True)) == []
 
 
 def test_duplicate_and_late_answers_change_nothing() -> None:
@@ -844,3 +846,16 @@ def _assert_resent_only_after_a_refusal_for_now(flow: Flow, sent: list[str]) -> 
                 assert event.reference not in unknown, "resent a call that may have moved money"
                 assert event.reference in deferred, "resent without a refusal for now"
                 deferred.discard(event.reference)
+
+
+def test_a_payout_paid_while_parked_completes_the_withdrawal() -> None:
+    """The payout's outcome stayed unknown through every query; M-Pesa's success arrives
+    while it is parked. The shillings left: it completes, and no USD can go back."""
+    flow = suspended_flow()
+    flow.feed(B2CResult(ORIGINATOR, "0", "ok", "PAYRCPT", KES))
+    assert flow.state.status is Status.COMPLETED and not flow.state.in_suspense
+    assert flow.returns() == []
+    with pytest.raises(ResolveRefused, match="not NEEDS_REVIEW"):
+        w.decide(flow.state, Resolve("reverse", "x", "op"), flow.now_ms, TIMINGS)
+    assert all(v == 0 for (account, _), v in net(flow.posted()).items()
+               if account in (Account.SUSPENSE_KES, Account.IN_TRANSIT_KES))
