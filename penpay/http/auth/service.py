@@ -295,12 +295,7 @@ class AuthService:
             # A refresh token is bound to its device: shown from another, it has
             # leaked. As with reuse, the whole session ends, spent token or not.
             await self.users.revoke_family(presented.family_id, now)
-            await self.audit.append(
-                "anonymous",
-                "auth.refresh_wrong_device",
-                f"user:{presented.user_id}",
-                {"family_id": str(presented.family_id), "device_id": presented.device_id},
-            )
+            await self._audit_leak("auth.refresh_wrong_device", presented)
             raise InvalidRefreshToken("refresh token is not valid; the session is revoked")
         user = await self.users.get_user(presented.user_id)
         if user is None or user.status in ("suspended", "closed"):
@@ -312,17 +307,19 @@ class AuthService:
             expires_at=now + timedelta(seconds=self.refresh_ttl_s),
             now=now,
         )
-        if outcome.kind == "reused":
-            await self.audit.append(
-                "anonymous",
-                "auth.refresh_reuse_detected",
-                f"user:{presented.user_id}",
-                {"family_id": str(presented.family_id), "device_id": presented.device_id},
-            )
+        if outcome.kind == "reused":  # the store has revoked the family
+            await self._audit_leak("auth.refresh_reuse_detected", presented)
             raise InvalidRefreshToken("refresh token was already used; the session is revoked")
         if outcome.kind != "rotated":
             raise InvalidRefreshToken("refresh token is not valid")
         return self._pair(user.id, user.role, child)
+
+    async def _audit_leak(self, action: str, token: RefreshToken) -> None:
+        """Record a refresh token seen where it should not be (its family is revoked)."""
+        await self.audit.append(
+            "anonymous", action, f"user:{token.user_id}",
+            {"family_id": str(token.family_id), "device_id": token.device_id},
+        )
 
     async def logout(self, refresh_token: str, *, all_devices: bool) -> None:
         """End the token's device session, or every session of its user. Unknown tokens are
