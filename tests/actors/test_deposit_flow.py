@@ -45,6 +45,7 @@ from penpay.actors.saga import (
     StkQueryResult,
 )
 from penpay.money import Currency
+from tests.actors.resends import assert_resent_only_after_a_refusal_for_now
 
 TIMINGS = SagaTimings()
 PHONE = "254712345678"
@@ -642,22 +643,10 @@ def _assert_invariants(flow: Flow) -> None:
 
 
 def _assert_resent_only_after_a_refusal_for_now(flow: Flow, sent: list[str]) -> None:
-    """A reference goes out again only after Deriv said "not now" to it, and
-    never once a call under it had an unknown outcome (it may have moved money)."""
-    resent = Counter(e.reference for e in flow.events if isinstance(e, d.DerivCreditResent))
-    assert all(sent.count(ref) == 1 + resent[ref] for ref in set(sent)), (sent, resent)
-    deferred: set[str] = set()
-    unknown: set[str] = set()  # once unknown, a reference is only ever looked up
-    for event in flow.events:
-        match event:
-            case d.DerivCreditDeferred():
-                deferred.add(event.reference)
-            case d.DerivCreditUnknown():
-                unknown.add(event.reference)
-            case d.DerivCreditResent():
-                assert event.reference not in unknown, "resent a call that may have moved money"
-                assert event.reference in deferred, "resent without a refusal for now"
-                deferred.discard(event.reference)
+    assert_resent_only_after_a_refusal_for_now(
+        flow.events, sent, resent=d.DerivCreditResent, deferred=d.DerivCreditDeferred,
+        unknown=d.DerivCreditUnknown,
+    )
 
 
 def test_late_deriv_answers_during_a_refund_change_nothing() -> None:

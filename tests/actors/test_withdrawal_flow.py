@@ -42,6 +42,7 @@ from penpay.actors.saga import (
     WithdrawFromDeriv,
 )
 from penpay.money import Currency
+from tests.actors.resends import assert_resent_only_after_a_refusal_for_now
 
 TIMINGS = SagaTimings()
 PHONE = "254712345678"
@@ -830,22 +831,10 @@ def test_deriv_answers_in_any_order_never_resend_a_call_that_may_have_moved_mone
 
 
 def _assert_resent_only_after_a_refusal_for_now(flow: Flow, sent: list[str]) -> None:
-    """A reference goes out again only after Deriv said "not now" to it, and
-    never once a call under it had an unknown outcome (it may have moved money)."""
-    resent = Counter(e.reference for e in flow.events if isinstance(e, w.DerivResent))
-    assert all(sent.count(ref) == 1 + resent[ref] for ref in set(sent)), (sent, resent)
-    deferred: set[str] = set()
-    unknown: set[str] = set()  # once unknown, a reference is only ever looked up
-    for event in flow.events:
-        match event:
-            case w.DerivDeferred():
-                deferred.add(event.reference)
-            case w.DerivWithdrawUnknown() | w.ReturnUnknown():
-                unknown.add(event.reference)
-            case w.DerivResent():
-                assert event.reference not in unknown, "resent a call that may have moved money"
-                assert event.reference in deferred, "resent without a refusal for now"
-                deferred.discard(event.reference)
+    assert_resent_only_after_a_refusal_for_now(
+        flow.events, sent, resent=w.DerivResent, deferred=w.DerivDeferred,
+        unknown=(w.DerivWithdrawUnknown, w.ReturnUnknown),
+    )
 
 
 def test_a_payout_paid_while_parked_completes_the_withdrawal() -> None:
