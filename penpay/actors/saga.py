@@ -183,6 +183,12 @@ class FindDerivWithdrawal(Command, frozen=True, tag="deriv_find_withdrawal"):
     since_ms: int = 0  # as for FindDerivTransfer
 
 
+class Alert(Command, frozen=True, tag="alert"):
+    """Something an operator must act on although no status asks for review."""
+
+    message: str
+
+
 class Notify(Command, frozen=True, tag="notify"):
     """Tell whoever waits on this transaction that its status changed."""
 

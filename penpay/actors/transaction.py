@@ -14,6 +14,7 @@ money-moving call whose answer was lost turns into a reconciliation query.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -23,6 +24,7 @@ import msgspec
 from penpay.actors import deposit, withdrawal
 from penpay.actors.gateway import GatewayRequest
 from penpay.actors.saga import (
+    Alert,
     B2CResult,
     B2CUnknown,
     Command,
@@ -45,6 +47,8 @@ from penpay.engine import (
     SupervisionPolicy,
     Timer,
 )
+
+log = logging.getLogger(__name__)
 
 
 class LedgerPort(Protocol):
@@ -208,6 +212,8 @@ class TransactionActor(EventSourcedActor[Any]):
                     self._arm(name, at_ms)
                 case Notify():
                     await self.deps.observe(self.kind, self.state)
+                case Alert(message):
+                    log.error("%s %s: %s", self.kind, self.key, message)
                 case _:
                     command = self.fill_secret(command)
                     user_id = getattr(self.state, "user_id", "")

@@ -41,7 +41,12 @@ with ``at_mid = K + spread + rounding`` (see :mod:`penpay.actors.fx`):
 - review: ``suspense_in`` parks K (``customer_in_transit_kes -> suspense_kes``)
   when the payout's outcome is unknown, ``suspense_in_usd_<n>`` parks U
   (``customer_in_transit_usd -> suspense_usd``) when the return is; the
-  matching ``suspense_out`` / ``suspense_out_usd_<n>`` releases it on resolution.
+  matching ``suspense_out`` / ``suspense_out_usd_<n>`` releases it on resolution;
+- paid twice: M-Pesa pays the payout after the USD began going back to Deriv
+  (an operator reversed a withdrawal whose payout was unknown). The shillings
+  left the float all the same: ``mpesa_paid_after_return``
+  (``suspense_kes -> mpesa_float``) K, a debit in suspense that stands for
+  what the user now owes, until an operator recovers it.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from penpay.actors.saga import (
     B2C_FINAL_FAILURES,
     TERMINAL,
     Account,
+    Alert,
     B2CAccepted,
     B2CRejected,
     B2CResult,
@@ -134,6 +140,8 @@ class WithdrawalState(msgspec.Struct, frozen=True, kw_only=True):
     in_suspense: bool = False
     kes_parked: bool = False  # the payout's shillings went to suspense (at most once)
     usd_parks: int = 0  # how often the returning USD went to suspense
+    #: M-Pesa paid the payout after the USD began going back: the user was paid twice.
+    paid_after_return: bool = False
 
     @property
     def started(self) -> bool:
@@ -241,6 +249,12 @@ class Returned(WithdrawalEvent, frozen=True, tag="withdrawal.returned"):
     deriv_transaction_id: int
 
 
+class PaidAfterReturn(WithdrawalEvent, frozen=True, tag="withdrawal.paid_after_return"):
+    """M-Pesa paid the payout although the USD had begun going back to Deriv."""
+
+    receipt: str | None
+
+
 class ReviewNeeded(WithdrawalEvent, frozen=True, tag="withdrawal.review_needed"):
     reason: str
 
@@ -255,6 +269,7 @@ EVENT_TYPES: tuple[type[WithdrawalEvent], ...] = (
     Created, Failed, DerivWithdrawUnknown, DerivLookedUp, DerivReceived, PayoutAccepted,
     PayoutUnknown, PayoutQueried, PayoutResent, Completed, ReturnStarted, ReturnUnknown,
     ReturnLookedUp, ReturnRetried, Returned, ReviewNeeded, Resolved, DerivDeferred, DerivResent,
+    PaidAfterReturn,
 )
 
 
@@ -340,6 +355,13 @@ def _returned(state: WithdrawalState) -> Posting:
     return _usd_posting("deriv_returned", Account.IN_TRANSIT_USD, Account.DERIV_FLOAT, usd)
 
 
+def _paid_after_return(state: WithdrawalState) -> Posting:
+    """The payout M-Pesa made although the USD went back: owed by the user, in suspense."""
+    kes = _quote(state).kes_cents
+    name = "mpesa_paid_after_return"
+    return kes_posting(name, Account.SUSPENSE_KES, Account.MPESA_FLOAT, kes)
+
+
 def _park_kes(state: WithdrawalState, *, out: bool = False) -> Posting:
     kes = _quote(state).kes_cents
     if out:
@@ -372,7 +394,9 @@ def ledger_so_far(state: WithdrawalState) -> list[Posting]:
     """Every posting ``state`` implies, in the order they were first issued.
 
     Recovery re-issues them all: each is idempotent by transfer id, and the
-    original order keeps every account's balance valid on the way.
+    original order keeps every account's balance valid on the way. The one
+    exception, ``mpesa_paid_after_return``, comes last wherever it came: it
+    touches only KES accounts, and no step after the FX reversal does.
     """
     if not state.withdrawn:
         return []
@@ -391,6 +415,8 @@ def ledger_so_far(state: WithdrawalState) -> list[Posting]:
         postings.append(_paid_out(state))
     if state.status is Status.REVERSED:
         postings.append(_returned(state))
+    if state.paid_after_return:
+        postings.append(_paid_after_return(state))
     return postings
 
 
@@ -434,6 +460,8 @@ def decide(
             ]
         case Resolve():
             return _decide_resolve(state, event, now_ms)
+        case B2CResult() if _paid_after_return_news(state, event):
+            return [PaidAfterReturn(now_ms, event.receipt)]
     if state.status is Status.NEEDS_REVIEW:
         return _decide_parked(state, event, now_ms)
     if not state.started or state.status in TERMINAL:
@@ -446,6 +474,21 @@ def decide(
         case Status.REVERSING:
             return _decide_return(state, event, now_ms, timings)
     return []
+
+
+def _paid_after_return_news(state: WithdrawalState, event: B2CResult) -> bool:
+    """M-Pesa says it paid our payout, after the USD began going back to Deriv.
+
+    Whatever the status (REVERSING, REVERSED, or parked with the return in
+    doubt), the shillings have left the float and the USD cannot be taken
+    back without the user: the double payment is booked and raised at once.
+    """
+    return (
+        state.fx_reversed and not state.paid_after_return
+        and event.result_code == "0"
+        and state.payout_originator_id is not None
+        and event.originator_conversation_id == state.payout_originator_id
+    )
 
 
 def _decide_parked(state: WithdrawalState, event: Input, now_ms: int) -> list[WithdrawalEvent]:
@@ -795,6 +838,13 @@ def evolve(state: WithdrawalState, event: WithdrawalEvent) -> WithdrawalState:
             return _status(state, Status.NEEDS_REVIEW, event.at_ms)
         case Resolved():
             return r(state, updated_at_ms=event.at_ms)
+        case PaidAfterReturn():
+            return r(
+                state,
+                paid_after_return=True,
+                mpesa_receipt=event.receipt or state.mpesa_receipt,
+                updated_at_ms=event.at_ms,
+            )
     raise TypeError(f"not a withdrawal event: {event!r}")
 
 
@@ -868,6 +918,17 @@ def react(
         case ReviewNeeded():
             if after.in_suspense and not before.in_suspense:
                 commands.append(PostLedger(_suspend(after)))
+        case PaidAfterReturn():
+            kes = _quote(after).kes_cents
+            commands += [
+                PostLedger(_paid_after_return(after)),
+                Alert(
+                    f"M-Pesa paid the payout (receipt {event.receipt}) after the USD began "
+                    f"going back to Deriv: the user was paid twice; KES cents {kes} "
+                    "are in suspense until recovered"
+                ),
+                Notify(after.status),
+            ]
     if after.status is not before.status:
         commands.append(Notify(after.status))
     return commands

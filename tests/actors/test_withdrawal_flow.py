@@ -14,6 +14,7 @@ from penpay.actors import withdrawal as w
 from penpay.actors.fx import FxPolicy, TransactionType
 from penpay.actors.saga import (
     Account,
+    Alert,
     B2CAccepted,
     B2CRejected,
     B2CResult,
@@ -719,6 +720,12 @@ def _check_posting(posting: Posting) -> None:
         assert (kes, usd) == (KES, 0)
 
 
+def _in_recovery_order(names: list[str]) -> list[str]:
+    """The order first issued, but for the paid-after-return posting: last."""
+    late = [n for n in names if n == "mpesa_paid_after_return"]
+    return [n for n in names if n != "mpesa_paid_after_return"] + late
+
+
 @settings(max_examples=1000, deadline=None)
 @given(st.data())
 def test_any_sequence_of_inputs_keeps_the_invariants(data: Any) -> None:
@@ -743,14 +750,19 @@ def test_any_sequence_of_inputs_keeps_the_invariants(data: Any) -> None:
             if before.status not in (Status.COMPLETED, Status.FAILED, Status.REVERSED):
                 # Recovery re-issues exactly the ledger steps already taken, in order.
                 reissued = [c.posting.name for c in commands if isinstance(c, PostLedger)]
-                assert reissued == flow.postings()
+                assert reissued == _in_recovery_order(flow.postings())
             continue
         try:
             flow.feed(item)
         except ResolveRefused:
             assert flow.state == before
         if before.status in (Status.COMPLETED, Status.FAILED, Status.REVERSED):
-            assert flow.state == before, "a terminal transaction changed"
+            if flow.state.paid_after_return and not before.paid_after_return:
+                # The one news a terminal withdrawal still takes: M-Pesa paid after all.
+                assert isinstance(item, B2CResult) and item.result_code == "0"
+                assert flow.state.status is before.status is Status.REVERSED
+            else:
+                assert flow.state == before, "a terminal transaction changed"
     postings = Counter(flow.postings())
     # Each ledger step is issued at most once (re-issue only happens on recovery).
     assert all(n == 1 for n in postings.values()), postings
@@ -774,18 +786,26 @@ def test_any_sequence_of_inputs_keeps_the_invariants(data: Any) -> None:
     if status is Status.COMPLETED:
         assert postings["deriv_received"] == postings["fx_conversion"] == 1
         assert postings["mpesa_paid_out"] == 1
+    paid_twice = Counter[tuple[Account, Currency]]()
+    if flow.state.paid_after_return:
+        assert postings["fx_reversal"] == postings["mpesa_paid_after_return"] == 1
+        paid_twice = Counter({(Account.SUSPENSE_KES, Currency.KES): KES,
+                              (Account.MPESA_FLOAT, Currency.KES): -KES})
+    else:
+        assert not postings["mpesa_paid_after_return"]
     if status is Status.REVERSED:
         assert postings["fx_reversal"] == postings["deriv_returned"] == 1
-        assert all(v == 0 for v in net(flow.posted()).values())
+        assert +net(flow.posted()) == +paid_twice and -net(flow.posted()) == -paid_twice
     if status is Status.FAILED:
         assert not postings
     if status in (Status.COMPLETED, Status.REVERSED):
         balance = net(flow.posted())
         assert balance[(Account.IN_TRANSIT_KES, Currency.KES)] == 0
         assert balance[(Account.IN_TRANSIT_USD, Currency.USD)] == 0
-        assert balance[(Account.SUSPENSE_KES, Currency.KES)] == 0
+        assert balance[(Account.SUSPENSE_KES, Currency.KES)] == paid_twice[
+            (Account.SUSPENSE_KES, Currency.KES)]
         assert balance[(Account.SUSPENSE_USD, Currency.USD)] == 0
-    assert [p.name for p in w.ledger_so_far(flow.state)] == flow.postings()
+    assert [p.name for p in w.ledger_so_far(flow.state)] == _in_recovery_order(flow.postings())
     assert flow.replayed() == flow.state
     for event in flow.events:
         assert CODE.encode() not in CODEC.encode(event)
@@ -848,3 +868,54 @@ def test_a_payout_paid_while_parked_completes_the_withdrawal() -> None:
         w.decide(flow.state, Resolve("reverse", "x", "op"), flow.now_ms, TIMINGS)
     assert all(v == 0 for (account, _), v in net(flow.posted()).items()
                if account in (Account.SUSPENSE_KES, Account.IN_TRANSIT_KES))
+
+
+def _parked_return() -> Flow:
+    """An operator reversed a withdrawal whose payout was unknown; Deriv then
+    refused the transfer back, so it is parked again with the USD in suspense."""
+    flow = suspended_flow()
+    flow.feed(Resolve("reverse", "M-Pesa statement shows nothing", "op"))
+    flow.feed(DerivRejected(flow.return_reference, "PaymentAgentTransferError", "no"))
+    assert flow.state.status is Status.NEEDS_REVIEW and flow.state.fx_reversed
+    return flow
+
+
+@pytest.mark.parametrize("stage", ["reversing", "reversed", "parked"])
+def test_a_payout_paid_after_the_return_began_is_booked_and_raised(stage: str) -> None:
+    """The user now has the shillings and the USD: PenPay's float paid out all the
+    same, so the ledger says so (what the user owes sits in suspense), and an
+    operator is told. The return itself goes on."""
+    flow = _parked_return() if stage == "parked" else suspended_flow()
+    if stage != "parked":
+        flow.feed(Resolve("reverse", "M-Pesa statement shows nothing", "op"))
+    if stage == "reversed":
+        flow.feed(DerivCredited(flow.return_reference, 9))
+    before = flow.state
+    commands = flow.feed(B2CResult(ORIGINATOR, "0", "ok", "LATERCPT", KES))
+    assert flow.state.status is before.status
+    assert flow.state.paid_after_return and flow.state.mpesa_receipt == "LATERCPT"
+    assert [c.posting.name for c in commands if isinstance(c, PostLedger)] == [
+        "mpesa_paid_after_return"
+    ]
+    alert = next(c for c in commands if isinstance(c, Alert))
+    assert "paid twice" in alert.message and "LATERCPT" in alert.message
+    assert any(isinstance(c, Notify) for c in commands)
+    # Once only: a duplicate callback or a status answer books nothing more.
+    assert flow.feed(B2CResult(ORIGINATOR, "0", "ok", "LATERCPT", KES)) == []
+    assert flow.returns()[-1].reference == flow.return_reference  # the return went on
+    if stage == "reversing":
+        flow.feed(DerivCredited(flow.return_reference, 9))
+        assert flow.state.status is Status.REVERSED
+    balance = net(flow.posted())
+    assert balance[(Account.MPESA_FLOAT, Currency.KES)] == -KES
+    assert balance[(Account.SUSPENSE_KES, Currency.KES)] == KES
+    assert [p.name for p in w.ledger_so_far(flow.state)] == _in_recovery_order(flow.postings())
+    assert flow.replayed() == flow.state
+
+
+def test_a_failed_or_foreign_payout_result_after_the_return_changes_nothing() -> None:
+    flow = suspended_flow()
+    flow.feed(Resolve("reverse", "M-Pesa statement shows nothing", "op"))
+    assert flow.feed(B2CResult(ORIGINATOR, "2001", "wrong")) == []
+    assert flow.feed(B2CResult("PPWsomeoneelse", "0", "ok", "X", KES)) == []
+    assert not flow.state.paid_after_return
