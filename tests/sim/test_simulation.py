@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+import msgspec
 import pytest
 import trio
 import trio.testing
 
+from penpay.actors import deposit
 from penpay.actors.ledger_port import LedgerAdapter
-from penpay.actors.saga import Posting
+from penpay.actors.saga import Posting, Status, StkCallback, StkQueryResult
+from penpay.actors.transaction import DepositActor
 from penpay.sim import ALL, Fault, run_simulation
 from penpay.sim.determinism import seed_trio_scheduler
 
@@ -92,3 +98,45 @@ def test_the_checker_catches_a_dropped_posting_and_names_the_seed(
     assert names & {"mpesa_float_drift", "actor_parked"}, names
     assert all(str(v).startswith("[seed 7, step ") for v in result.violations)
     assert "--seed 7" in result.replay_command()
+
+
+def test_dropping_the_idempotency_check_on_callbacks_fails_within_20_seeds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The experiment of issue #7: a deposit that forgets it was already paid.
+
+    The mutant answers a paid STK callback (and the STK Query it leads to) as
+    if the deposit still waited for M-Pesa, whatever its status: a duplicate
+    or late callback then credits Deriv again. The simulation's workload
+    sends duplicate and late callbacks, so some seed among the first 20 must
+    catch it, name itself, and say how to replay it.
+    """
+    settle = deposit._decide_stk_callback
+    query = deposit._decide_stk_query
+
+    def forgetful(state: deposit.DepositState) -> deposit.DepositState:
+        if state.status in (Status.AWAITING_DERIV_CONFIRMATION, Status.COMPLETED):
+            waiting = Status.AWAITING_MPESA_CALLBACK
+            return msgspec.structs.replace(state, status=waiting, paid_claimed=False)
+        return state
+
+    def decide(state: Any, event: Any, now_ms: int, timings: Any) -> list[Any]:
+        if state.status in (Status.AWAITING_DERIV_CONFIRMATION, Status.COMPLETED):
+            if isinstance(event, StkCallback) and event.result_code == "0":
+                return settle(forgetful(state), event, now_ms)
+            if isinstance(event, StkQueryResult) and state.paid_claimed:
+                return query(forgetful(state), event, now_ms, timings)
+        return original(state, event, now_ms, timings)
+
+    original = deposit.decide
+    monkeypatch.setattr(DepositActor, "flow", dataclasses.replace(DepositActor.flow, decide=decide))
+    caught = None
+    for seed in range(1, 21):
+        result = run_simulation(seed, 200)
+        if not result.ok:
+            caught = result
+            break
+    assert caught is not None, "the mutant survived 20 seeds"
+    names = {v.name for v in caught.violations}
+    assert names & {"double_deriv_credit", "double_deriv_transfer", "deriv_float_drift"}, names
+    assert f"--seed {caught.seed}" in caught.replay_command()
