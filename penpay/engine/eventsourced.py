@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -10,6 +11,8 @@ import msgspec
 from penpay.engine.actor import Actor
 from penpay.engine.errors import JournalCorrupt
 from penpay.engine.persistence import EventCodec, Snapshot
+
+log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -108,7 +111,14 @@ class EventSourcedActor(Actor, Generic[S]):
         self.state = state
         every = self.snapshot_every_events or self.system.config.snapshot_every_events
         if self.sequence - self._snapshot_sequence >= every:
-            await self.save_snapshot()
+            try:
+                await self.save_snapshot()
+            except Exception as exc:
+                # The events are durable: the command succeeded. Reporting the
+                # snapshot's failure instead would have a caller retry it. The
+                # next append (or passivation) tries the snapshot again.
+                log.warning("%s: snapshot at %d not saved: %r", self.persistence_id,
+                            self.sequence, exc)
 
     async def save_snapshot(self) -> None:
         if self.sequence == self._snapshot_sequence:

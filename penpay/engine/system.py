@@ -191,6 +191,23 @@ class _Envelope:
         self.reply = reply
 
 
+class _Timed:
+    """A timer's message, bound to the instance that armed it.
+
+    Cancelling a timer cannot take back a message it already queued. After
+    a crash the new instance re-arms what it needs from its recovered
+    state, so a message queued for the old one is dropped, not acted on twice.
+    """
+
+    __slots__ = ("act", "generation", "message")
+
+    def __init__(self, message: Any, act: _Activation, generation: int) -> None:
+        self.message, self.act, self.generation = message, act, generation
+
+    def for_instance_of(self, act: _Activation) -> bool:
+        return self.act is act and self.generation == act.generation
+
+
 _PASSIVATE: Final = object()  # sentinel sent by the sweeper
 _INSPECT: Final = object()  # sentinel asking for introspect()
 _TASK_FAILED: Final = object()  # sentinel: a task of this actor raised
@@ -261,6 +278,17 @@ class _Activation:
 
     def depth(self) -> int:
         return len(self.mailbox)
+
+
+def _still_timely(act: _Activation, env: _Envelope) -> bool:
+    """Unwrap a timer's message in ``env``; False if it was armed by a past instance."""
+    timed = env.message
+    if type(timed) is not _Timed:
+        return True
+    if not timed.for_instance_of(act):
+        return False
+    env.message = timed.message
+    return True
 
 
 def _raise_task_error(act: _Activation) -> None:
@@ -435,7 +463,15 @@ class ActorSystem:
     async def _supervise(self, act: _Activation) -> None:
         policy = act.props.supervision
         while True:
-            instance = act.props.factory()
+            try:
+                instance = act.props.factory()
+            except Exception as exc:
+                # A factory that cannot build the actor will not do better on a
+                # retry: park this identity; every other actor carries on.
+                log.error("%s cannot be created: %r", act.ref.address, exc)
+                act.restarts += 1
+                self._park(act, exc)
+                return
             instance.key = act.key
             instance.ref = act.ref
             instance.system = self
@@ -504,6 +540,8 @@ class ActorSystem:
                 env = await mailbox.get()
             except trio.EndOfChannel:
                 return
+            if not _still_timely(act, env):
+                continue
             message = env.message
             if message is _PASSIVATE:
                 if self._idle_for_passivation(act, trio.current_time()):
@@ -555,6 +593,8 @@ class ActorSystem:
                 break
             if env.message is _TASK_FAILED:
                 break  # the batch so far, then the crash (``_serve`` raises the task's error)
+            if not _still_timely(act, env):
+                continue
             if env.message is _PASSIVATE or env.message is _INSPECT:
                 sentinels.append(env)  # handled after the batch, in order
                 continue
@@ -601,6 +641,7 @@ class ActorSystem:
         for scope in act.task_scopes:
             scope.cancel()
         act.task_scopes.clear()
+        act.task_error = None  # the crash it would cause has happened (or is moot)
         act.generation += 1
 
     def _start_task(
@@ -712,12 +753,13 @@ class ActorSystem:
         return timer
 
     async def _fire(self, act: _Activation, timer: Timer, delay_s: float, message: Any) -> None:
+        timed = _Timed(message, act, act.generation)
         with timer._scope:
             await trio.sleep(delay_s)
             timer.fired = True
             act.timers.discard(timer)
             try:
-                await self._deliver(act.ref, message, None)
+                await self._deliver(act.ref, timed, None)
             except EngineError as exc:
                 log.warning("timer for %s dropped: %s", act.ref.address, exc)
 
