@@ -131,6 +131,10 @@ class DepositState(msgspec.Struct, frozen=True, kw_only=True):
     #: posting names, so a second review is not mistaken for a replay).
     suspensions: int = 0
     review_queries: int = 0
+    #: Float holds given back before this deposit started (a Start that failed
+    #: and was abandoned). A released hold cannot be taken again under its
+    #: name, so the next Start takes hold number ``float_holds_released``.
+    float_holds_released: int = 0
 
     @property
     def started(self) -> bool:
@@ -258,6 +262,10 @@ class RefundFailed(DepositEvent, frozen=True, tag="deposit.refund_failed"):
     reason: str
 
 
+class FloatHoldReleased(DepositEvent, frozen=True, tag="deposit.float_hold_released"):
+    """The float hold of a Start that never became a deposit was given back."""
+
+
 class Resolved(DepositEvent, frozen=True, tag="deposit.resolved"):
     action: str
     note: str
@@ -268,7 +276,7 @@ EVENT_TYPES: tuple[type[DepositEvent], ...] = (
     Created, StkAccepted, StkUnknown, PaymentClaimed, StkQueried, MpesaPaid, Failed,
     DerivCreditUnknown, DerivLookedUp, DerivRetried, Completed, RefundStarted, RefundAccepted,
     RefundUnknown, RefundQueried, RefundResent, Refunded, ReviewQueried, ReviewNeeded, Resolved,
-    RefundFailed, DerivCreditDeferred, DerivCreditResent,
+    RefundFailed, DerivCreditDeferred, DerivCreditResent, FloatHoldReleased,
 )
 
 
@@ -284,13 +292,19 @@ class Start(Input, frozen=True, tag="deposit_start"):
 # --------------------------------------------------------------------- postings
 
 
-def float_hold(quote: Quote) -> Posting:
+def _numbered(name: str, hold_number: int) -> str:
+    """The first hold keeps the plain names; a later one (after a release) is numbered."""
+    return name if hold_number == 0 else f"{name}_{hold_number}"
+
+
+def float_hold(quote: Quote, hold_number: int = 0) -> Posting:
     """The reservation of the Deriv float taken before a deposit is accepted."""
     # The USD leaves the float for the FX position that "bought" it; posting this
     # hold is the USD side of the conversion. (Debiting the customer liability here
     # instead would overdraw it: nothing has been credited to it yet.)
     leg = Leg(Account.FX_POSITION_USD, Account.DERIV_FLOAT, quote.usd_cents, Currency.USD)
-    return Posting(name=FLOAT_HOLD, kind=PostingKind.HOLD, legs=(leg,))
+    name = _numbered(FLOAT_HOLD, hold_number)
+    return Posting(name=name, kind=PostingKind.HOLD, legs=(leg,))
 
 
 def _kes(state: DepositState) -> int:
@@ -328,17 +342,20 @@ def _fx(state: DepositState) -> Posting:
     return Posting(name="fx_conversion", kind=PostingKind.POSTED, legs=tuple(legs))
 
 
-def _post_hold() -> Posting:
-    return Posting(name="deriv_float_paid", kind=PostingKind.POST_HOLD, hold=FLOAT_HOLD)
+def _post_hold(state: DepositState) -> Posting:
+    n = state.float_holds_released
+    name, hold = _numbered("deriv_float_paid", n), _numbered(FLOAT_HOLD, n)
+    return Posting(name=name, kind=PostingKind.POST_HOLD, hold=hold)
 
 
-def release_float_hold() -> Posting:
-    """Releases the float hold of a deposit that never started (it is idempotent)."""
-    return _void_hold()
+def release_float_hold(hold_number: int) -> Posting:
+    """Releases float hold ``hold_number`` (idempotent)."""
+    name, hold = _numbered("deriv_float_released", hold_number), _numbered(FLOAT_HOLD, hold_number)
+    return Posting(name=name, kind=PostingKind.VOID_HOLD, hold=hold)
 
 
-def _void_hold() -> Posting:
-    return Posting(name="deriv_float_released", kind=PostingKind.VOID_HOLD, hold=FLOAT_HOLD)
+def _void_hold(state: DepositState) -> Posting:
+    return release_float_hold(state.float_holds_released)
 
 
 # ----------------------------------------------------------------------- decide
@@ -746,6 +763,7 @@ def evolve(state: DepositState, event: DepositEvent) -> DepositState:
                 callback_token=event.callback_token,
                 created_at_ms=event.at_ms,
                 stk_deadline_ms=event.stk_deadline_ms,
+                float_holds_released=state.float_holds_released,
             )
             return _status(fresh, Status.PENDING, event.at_ms)
         case StkAccepted():
@@ -852,6 +870,8 @@ def evolve(state: DepositState, event: DepositEvent) -> DepositState:
             return _status(state, Status.NEEDS_REVIEW, event.at_ms)
         case Resolved():
             return r(state, updated_at_ms=event.at_ms)
+        case FloatHoldReleased():
+            return r(state, float_holds_released=state.float_holds_released + 1)
     raise TypeError(f"not a deposit event: {event!r}")
 
 
@@ -905,14 +925,14 @@ def react(
         case Completed():
             if before.in_suspense:
                 commands.append(PostLedger(_unsuspend(after)))
-            commands += [PostLedger(_fx(after)), PostLedger(_post_hold())]
+            commands += [PostLedger(_fx(after)), PostLedger(_post_hold(after))]
         case Failed():
-            commands.append(PostLedger(_void_hold()))
+            commands.append(PostLedger(_void_hold(after)))
         case RefundStarted():
             if before.in_suspense:
                 commands.append(PostLedger(_unsuspend(after)))
             commands += [
-                PostLedger(_void_hold()),
+                PostLedger(_void_hold(after)),
                 _refund_payout(after),
                 SetTimer("b2c", event.at_ms + timings.b2c_result_ms),
             ]
@@ -973,7 +993,7 @@ def ledger_so_far(state: DepositState) -> list[Posting]:
     if not state.started:
         return []
     assert state.quote is not None
-    postings = [float_hold(state.quote)]
+    postings = [float_hold(state.quote, state.float_holds_released)]
     if _money_collected(state):
         postings.append(_collected(state))
     for cycle in range(1, state.suspensions + 1):
@@ -983,11 +1003,11 @@ def ledger_so_far(state: DepositState) -> list[Posting]:
             postings.append(_unsuspend(at))
     match state.status:
         case Status.COMPLETED:
-            postings += [_fx(state), _post_hold()]
+            postings += [_fx(state), _post_hold(state)]
         case Status.FAILED | Status.REVERSING:
-            postings.append(_void_hold())
+            postings.append(_void_hold(state))
         case Status.REVERSED:
-            postings += [_void_hold(), _refunded(state)]
+            postings += [_void_hold(state), _refunded(state)]
     return postings
 
 

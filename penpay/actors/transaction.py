@@ -247,28 +247,36 @@ class DepositActor(TransactionActor):
 
     async def before_decide(self, message: Input) -> None:
         if isinstance(message, deposit.Start) and not self.state.started:
+            hold = deposit.float_hold(message.quote, self.state.float_holds_released)
             try:
-                await self.deps.ledger.post(self.key, deposit.float_hold(message.quote))
+                await self.deps.ledger.post(self.key, hold)
             except LedgerRefused as exc:
                 detail = f"the Deriv float cannot cover this deposit: {exc}"
                 raise FloatUnavailable(detail) from None
 
-    async def receive(self, message: Any) -> Any:
-        try:
-            return await super().receive(message)
-        except Exception:
-            if isinstance(message, deposit.Start) and not self.state.started:
-                # The hold was taken but the deposit was not recorded: give the
-                # float back now (if that fails too, AbandonIfNotStarted does it
-                # later: at once, from the sweep, or at start-up).
-                with contextlib.suppress(Exception):
-                    await self.release_unstarted()
-            raise
+    async def on_recovered(self) -> None:
+        await super().on_recovered()
+        if not self.state.started and self.state.float_holds_released:
+            # A crash may have come between recording a release and making it.
+            await self._release_hold(self.state.float_holds_released - 1)
 
     async def release_unstarted(self) -> None:
-        """Release the Deriv float hold a failed Start may have taken (idempotent)."""
-        with contextlib.suppress(LedgerRefused):  # no hold to give back
-            await self.deps.ledger.post(self.key, deposit.release_float_hold())
+        """Give back the float hold a Start that never became a deposit may hold.
+
+        Only once recovery has shown that no Start was recorded: a failed
+        append may still have committed (its outcome is unknown), and then
+        the deposit lives and needs its hold. The release is recorded first,
+        so that a later Start of this transaction (the client's retry with
+        the same Idempotency-Key) takes a new hold: a released one cannot be
+        taken again under its name.
+        """
+        number = self.state.float_holds_released
+        await self.persist(deposit.FloatHoldReleased(self.clock.now_ms()))
+        await self._release_hold(number)
+
+    async def _release_hold(self, number: int) -> None:
+        with contextlib.suppress(LedgerRefused):  # that hold was never taken
+            await self.deps.ledger.post(self.key, deposit.release_float_hold(number))
 
 
 class WithdrawalActor(TransactionActor):

@@ -67,7 +67,8 @@ class Journal(Protocol):
         Returns only once the events are durable. Raises
         :class:`ConcurrencyConflict` if the stream is not at
         ``expected_sequence``, and :class:`JournalUnavailable` if durability
-        could not be confirmed (in which case nothing was committed).
+        could not be confirmed: the outcome is unknown (a connection lost
+        during COMMIT may have committed). Reading the stream tells.
         """
         ...
 
@@ -91,7 +92,9 @@ class InMemoryJournal:
 
     It outlives the actor systems that use it, so a simulated whole-system
     crash keeps the journal and loses everything in memory. ``fail_appends``
-    injects storage write failures.
+    injects storage write failures (nothing written); ``lose_acks`` injects
+    lost acknowledgements (the events are written, then the caller is told
+    :class:`JournalUnavailable`, as when a connection drops during COMMIT).
     """
 
     def __init__(self, now_ms: Callable[[], int] | None = None) -> None:
@@ -100,6 +103,7 @@ class InMemoryJournal:
         self._all: list[StoredEvent] = []
         self._now_ms = now_ms or (lambda: 0)
         self.fail_appends: Callable[[str], bool] | None = None
+        self.lose_acks: Callable[[str], bool] | None = None
 
     async def append(
         self, persistence_id: str, expected_sequence: int, events: Sequence[EventRecord]
@@ -122,6 +126,10 @@ class InMemoryJournal:
             )
             stream.append(stored)
             self._all.append(stored)
+        if self.lose_acks is not None and self.lose_acks(persistence_id):
+            raise JournalUnavailable(
+                f"injected lost acknowledgement for {persistence_id!r} (the events are durable)"
+            )
         return len(stream)
 
     async def read_events(

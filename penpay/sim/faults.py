@@ -25,7 +25,7 @@ class Fault(enum.StrEnum):
     DERIV_DROP = "deriv_drop"  # the socket drops before or after Deriv applies a call
     DARAJA_ERROR = "daraja_error"  # HTTP 500s and timeouts (also after the money moved)
     CALLBACKS = "callbacks"  # customers whose callbacks are missing, doubled or late
-    STORAGE = "storage"  # journal appends fail for a few writes
+    STORAGE = "storage"  # journal appends fail, or their acknowledgement is lost, for a few writes
     CLOCK = "clock"  # PenPay's wall clock jumps (NTP step)
 
 
@@ -118,8 +118,11 @@ class Nemesis:
                     left[0] -= 1
                     return True
 
-                journal.fail_appends = fail
-                return f"journal fails {left[0]} appends"
+                if rng.random() < 0.5:
+                    journal.fail_appends = fail
+                    return f"journal fails {left[0]} appends"
+                journal.lose_acks = fail  # written, but the writer is told it failed
+                return f"journal loses the acknowledgement of {left[0]} appends"
             case Fault.CLOCK:
                 # An NTP step leaves the clock wrong by a new error (4 ms to
                 # 262 s, either way), not by the sum of every error so far:
@@ -138,5 +141,6 @@ class Nemesis:
             self._nap.cancel()
         self.world.chaos.enabled = False
         self.world.durable.journal.fail_appends = None
+        self.world.durable.journal.lose_acks = None
         self.world.boxes.daraja.clear_faults()
         self.world.boxes.deriv_world.clear_faults()

@@ -32,6 +32,7 @@ from penpay.actors.saga import (
     Status,
 )
 from penpay.actors.transaction import (
+    AbandonIfNotStarted,
     DepositActor,
     FloatUnavailable,
     GetState,
@@ -158,6 +159,13 @@ async def world() -> AsyncIterator[World]:
             yield World(system, sandbox, ledger, tokens, raw)
 
 
+async def _settled(w: World, transaction_id: str, status: Status) -> None:
+    w.sandbox.script_customer(PHONE, "accept", delay_s=8)
+    await trio.sleep(120)
+    await settle(w.system)
+    assert (await w.state(transaction_id)).status is status
+
+
 async def test_a_deposit_completes_through_the_actors(autojump_clock: trio.abc.Clock) -> None:
     async with world() as w:
         w.sandbox.script_customer(PHONE, "accept", delay_s=8)
@@ -262,6 +270,8 @@ async def test_a_forged_callback_token_changes_nothing(autojump_clock: trio.abc.
 async def test_a_deposit_that_fails_to_start_gives_the_float_back(
     autojump_clock: trio.abc.Clock,
 ) -> None:
+    """Only once it is known that no Start was recorded (as Payments asks after a
+    failed Start); a retry of the same transaction then takes a hold of its own."""
     async with world() as w:
         journal = w.system.journal
         assert isinstance(journal, InMemoryJournal)
@@ -270,5 +280,44 @@ async def test_a_deposit_that_fails_to_start_gives_the_float_back(
             await w.start(8)
         journal.fail_appends = None
         tx = TX.format(8)
+        assert w.ledger.names(tx) == ["deriv_float_hold"]  # not given back blindly
+        ref = w.system.ref(DepositActor, tx)
+        assert await ref.ask(AbandonIfNotStarted()) is True
         assert w.ledger.names(tx) == ["deriv_float_hold", "deriv_float_released"]
         assert w.sandbox.requests_seen("stkpush") == 0
+
+        await w.start(8)  # the client's retry, same Idempotency-Key, same transaction
+        await _settled(w, tx, Status.COMPLETED)
+        assert w.ledger.names(tx) == [
+            "deriv_float_hold", "deriv_float_released", "deriv_float_hold_1",
+            "mpesa_collected", "fx_conversion", "deriv_float_paid_1",
+        ]
+
+
+async def test_a_start_whose_append_outcome_was_lost_keeps_its_float_hold(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The Start was recorded although the journal said it failed: the deposit lives,
+    so its hold must stay (giving it back left a paid deposit unbookable)."""
+    async with world() as w:
+        journal = w.system.journal
+        assert isinstance(journal, InMemoryJournal)
+        lost = [1]
+
+        def lose_one(pid: str) -> bool:
+            if pid.startswith("deposit/") and lost[0]:
+                lost[0] -= 1
+                return True
+            return False
+
+        journal.lose_acks = lose_one
+        with pytest.raises(ActorCrashed):
+            await w.start(9)
+        tx = TX.format(9)
+        assert await w.system.ref(DepositActor, tx).ask(AbandonIfNotStarted()) is False
+        assert (await w.state(tx)).started
+        # Whether the STK push went out before the crash is unknown, so it is
+        # never sent again (the deposit waits for a callback, then review)...
+        await _settled(w, tx, Status.NEEDS_REVIEW)
+        # ...and its float stays held for it until it is settled.
+        assert w.ledger.names(tx) == ["deriv_float_hold"]
