@@ -61,6 +61,19 @@ class LedgerRefused(Rejection):
     """The ledger would not admit a posting (e.g. the float cannot cover it)."""
 
 
+class PostingRefused(Exception):
+    """The ledger refused a posting of a step the transaction already recorded.
+
+    Not a refusal to pass on to a caller: the books and the transaction now
+    disagree, and the step's later commands (a money call, its timer) were
+    not carried out. The actor crashes; its recovery posts again and re-derives
+    what was in flight. Refused every time, it is parked for an operator.
+    """
+
+    def __init__(self, kind: str, key: str, posting: str, refusal: LedgerRefused) -> None:
+        super().__init__(f"{kind} {key}: the ledger refused {posting}: {refusal}")
+
+
 class TransactionRefused(Rejection):
     """The request cannot become a transaction; nothing was created or held."""
 
@@ -207,7 +220,10 @@ class TransactionActor(EventSourcedActor[Any]):
         for command in commands:
             match command:
                 case PostLedger(posting):
-                    await self.deps.ledger.post(self.key, posting)
+                    try:
+                        await self.deps.ledger.post(self.key, posting)
+                    except LedgerRefused as exc:
+                        raise PostingRefused(self.kind, self.key, posting.name, exc) from exc
                 case SetTimer(name, at_ms):
                     self._arm(name, at_ms)
                 case Notify():

@@ -501,6 +501,7 @@ class ActorSystem:
                 return
             except Exception as exc:
                 self._cancel_timers(act)
+                act.failure = f"{type(exc).__name__}: {exc}"  # the last crash, for operators
                 await self._notify_failure(instance, exc)
                 if self._closing:
                     self._deregister(act)

@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from penpay.engine import ActorStatus
 from penpay.engine.testing import settle
 from penpay.sim.chaos import Chaos
 from penpay.sim.determinism import seed_trio_scheduler, sim_clock
@@ -129,7 +130,10 @@ async def _main(result: SimResult, liveness_s: float) -> None:
                 running.cancel_scope.cancel()
             trace.record("liveness", "faults stopped")
             await trio.sleep(liveness_s)
-            await settle(world.system)
+            try:
+                await settle(world.system)
+            except AssertionError:
+                checker.fail("never_settled", _still_busy(world))
             await checker.check_final()
             result.injected = dict(nemesis.injected)
             result.actor_crashes = chaos.crashes
@@ -145,6 +149,16 @@ async def _main(result: SimResult, liveness_s: float) -> None:
         result.trace_hash = trace.hexdigest()
         result.trace_lines = trace.lines
         result.tail = list(trace.tail)
+
+
+def _still_busy(world: SimWorld) -> str:
+    """The actors that kept working after the faults stopped, with their last failure."""
+    busy = [
+        f"{a.kind}/{a.key} {a.status.value} after {a.restarts} restarts ({a.failure})"
+        for a in world.system.actors()
+        if a.status is not ActorStatus.RUNNING or a.mailbox_depth
+    ]
+    return "; ".join(busy[:5]) or "no actor named"
 
 
 async def _sample(checker: Checker) -> None:

@@ -25,6 +25,7 @@ from penpay.actors.saga import (
     Command,
     CreditDeriv,
     DerivCredited,
+    DerivLookup,
     DerivRejected,
     FindDerivTransfer,
     Posting,
@@ -58,11 +59,15 @@ class RecordingLedger:
     """Records postings; refuses holds when told to (an empty float)."""
 
     refuse_holds: bool = False
+    refuse_once: str | None = None  # a posting name refused the first time it comes
     postings: list[tuple[str, Posting]] = field(default_factory=list)
 
     async def post(self, transaction_id: str, posting: Posting) -> None:
         if posting.kind is PostingKind.HOLD and self.refuse_holds:
             raise LedgerRefused("deriv_float: exceeds_debits")
+        if posting.name == self.refuse_once:
+            self.refuse_once = None
+            raise LedgerRefused(f"{posting.name}: exceeds_credits")
         if (transaction_id, posting) not in self.postings:
             self.postings.append((transaction_id, posting))
 
@@ -86,8 +91,8 @@ class ScriptedDeriv(Actor):
                 await reply.tell(DerivRejected(reference, "PaymentAgentTransferError", "no"))
             case CreditDeriv(reference=reference):
                 await reply.tell(DerivCredited(reference, 31337))
-            case FindDerivTransfer():
-                pass
+            case FindDerivTransfer(reference=reference):
+                await reply.tell(DerivLookup(reference, None))  # never credited
         return None
 
 
@@ -321,3 +326,25 @@ async def test_a_start_whose_append_outcome_was_lost_keeps_its_float_hold(
         await _settled(w, tx, Status.NEEDS_REVIEW)
         # ...and its float stays held for it until it is settled.
         assert w.ledger.names(tx) == ["deriv_float_hold"]
+
+
+async def test_a_posting_refused_after_its_step_was_recorded_restarts_the_deposit(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """M-Pesa paid and the step is durable, but the ledger refused its posting once.
+
+    That refusal is not the caller's business: the actor crashes and its
+    recovery books the step again and goes on to Deriv. Taken as a refusal, the
+    step's Deriv credit was dropped and the paid deposit waited for ever.
+    """
+    async with world() as w:
+        w.ledger.refuse_once = "mpesa_collected"
+        w.sandbox.script_customer(PHONE, "accept", delay_s=8)
+        tx = await w.start(10)
+        await trio.sleep(4 * 3600)
+        await settle(w.system)
+        assert (await w.state(tx)).status is Status.COMPLETED
+        assert sum(isinstance(c, CreditDeriv) for c in ScriptedDeriv.seen) == 1
+        assert w.ledger.names(tx) == [
+            "deriv_float_hold", "mpesa_collected", "fx_conversion", "deriv_float_paid",
+        ]
