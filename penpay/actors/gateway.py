@@ -3,7 +3,8 @@
 A transaction sends a :class:`GatewayRequest`; the gateway runs the call as
 a task of its own (a slow provider never holds up its mailbox) and tells the
 transaction what happened as an input. A bug in a call becomes an "unknown"
-input rather than a crash that would cancel every other call in flight.
+input, and an answer the transaction cannot take is logged, rather than a
+crash that would cancel every other call in flight.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import msgspec
 
 from penpay.actors.saga import Command, Input
-from penpay.engine import Actor
+from penpay.engine import Actor, EngineError
 
 log = logging.getLogger("penpay.gateway")
 
@@ -44,9 +45,17 @@ class GatewayActor(Actor):
         except Exception:
             log.exception("%s: %s failed unexpectedly", self.kind, type(request.command).__name__)
             answer = self.unknown(request.command, f"internal error in {self.kind}")
-        if answer is not None:
-            kind = self.system.kinds[request.reply_kind]
+        if answer is None:
+            return
+        kind = self.system.kinds[request.reply_kind]
+        try:
             await self.system.ref(kind, request.reply_key).tell(answer)
+        except EngineError as exc:
+            # The transaction cannot take it now (parked, shutting down). Its
+            # recovery looks the outcome up; crashing here instead would cancel
+            # every other call in flight, whose answers would then never come.
+            log.warning("%s: answer %s for %s/%s not delivered: %s", self.kind,
+                        type(answer).__name__, request.reply_kind, request.reply_key, exc)
 
     async def call(self, command: Command, user_id: str) -> Input | None:
         """Carry out ``command``; its outcome as an input (None: the answer comes later)."""
