@@ -59,9 +59,21 @@ class QueryFailed(DatabaseError):
         self.sqlstate = sqlstate
 
 
+#: Server errors that end the connection: whatever was in flight may or may not
+#: have committed (asyncpg reports a socket closed mid-statement as SQLSTATE 08003).
+_CONNECTION_ENDED = (
+    asyncpg.PostgresConnectionError,  # class 08
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.IdleSessionTimeoutError,
+    asyncpg.IdleInTransactionSessionTimeoutError,
+)
+
+
 def _translate(exc: BaseException) -> BaseException:
     if isinstance(exc, asyncpg.PostgresError):
-        if isinstance(exc, asyncpg.AdminShutdownError | asyncpg.CannotConnectNowError):
+        if isinstance(exc, _CONNECTION_ENDED):
             return ConnectionLost(f"{type(exc).__name__}: {exc}")
         return QueryFailed(f"{type(exc).__name__}: {exc}", getattr(exc, "sqlstate", None))
     if isinstance(

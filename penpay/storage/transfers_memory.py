@@ -79,6 +79,8 @@ class InMemoryTransferStore:
         assert transfers, "a group holds at least one transfer"
         for t in transfers:
             check_row(t, self._accounts)
+        if self._groups.get(group_id):
+            return CommitOutcome.COMMITTED  # sent again: its first commit's answer was lost
         ids = [t.id for t in transfers]
         pending = [t.pending_id for t in transfers if t.pending_id is not None]
         if (
@@ -89,7 +91,7 @@ class InMemoryTransferStore:
         ):
             return CommitOutcome.DUPLICATE
         if group_id in self._groups:
-            return CommitOutcome.COMMITTED if self._groups[group_id] else CommitOutcome.ABORTED
+            return CommitOutcome.ABORTED  # fenced by recovery
         self._groups[group_id] = True
         for t in transfers:
             self._rows.append(t)

@@ -32,6 +32,20 @@ async def test_commit_then_read_back(any_store: TransferStore) -> None:
     assert page.transfers == [a, b] and page.next_cursor is None
 
 
+async def test_a_committed_group_sent_again_is_committed_not_duplicate(
+    any_store: TransferStore,
+) -> None:
+    """A writer whose COMMIT acknowledgement was lost sends the batch again: its own
+    rows are no one else's, and a 'duplicate' answer made the ledger release the
+    holds of a group the ledger of record had committed."""
+    a = t_("a", "g1", "mpesa_float", "owner_equity_kes", 100_00)
+    assert await any_store.commit(tid("g1"), [a]) is CommitOutcome.COMMITTED
+    assert await any_store.commit(tid("g1"), [a]) is CommitOutcome.COMMITTED
+    assert (await any_store.scan(after_cursor=0, limit=10)).transfers == [a]
+    other = msgspec.structs.replace(a, linked_group=tid("g2"))
+    assert await any_store.commit(tid("g2"), [other]) is CommitOutcome.DUPLICATE
+
+
 async def test_duplicate_id_or_resolution_writes_nothing(any_store: TransferStore) -> None:
     p = t_("p", "g1", "mpesa_float", "owner_equity_kes", 100, kind=TransferKind.PENDING)
     assert await any_store.commit(tid("g1"), [p]) is CommitOutcome.COMMITTED
