@@ -68,7 +68,9 @@ class EventSourcedActor(Actor, Generic[S]):
         state = self.initial_state()
         sequence = 0
         snapshot = await journal.load_snapshot(pid)
-        if snapshot is not None and snapshot.version == self.state_version:
+        if snapshot is not None and snapshot.version != self.state_version:
+            snapshot = None  # of an older state shape: replay, and replace it at the next one
+        if snapshot is not None:
             try:
                 state = msgspec.msgpack.decode(snapshot.payload, type=self.state_type)  # type: ignore[assignment]
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:

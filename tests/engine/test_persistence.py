@@ -123,3 +123,31 @@ async def test_a_failed_append_leaves_state_at_what_was_committed(
         journal.fail_appends = None
         assert await counter.ask(GetTotal()) == 5
         assert await counter.ask(Add(1)) == 6
+
+
+class CounterV2(Counter):
+    """The same actor after a change of its state's shape."""
+
+    kind = "counter"
+    state_version = 2
+
+
+async def test_a_snapshot_of_an_older_state_version_is_replaced(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Ignored on recovery, it must not stop the next snapshot being taken: every
+    activation would replay the whole stream until enough new events came."""
+    journal = InMemoryJournal()
+    async with open_test_system(journal=journal) as system:
+        system.register(Counter, Counter, passivate_after_s=1.0)
+        for _ in range(5):
+            await system.ref(Counter, "c").ask(Add(1))
+        await trio.sleep(5)  # passivated: a version-1 snapshot at sequence 5
+        await settle(system)
+    async with open_test_system(journal=journal) as system:
+        system.register(Counter, CounterV2, passivate_after_s=1.0)
+        assert await system.ref(Counter, "c").ask(GetTotal()) == 5  # replayed from events
+        await trio.sleep(5)  # passivated again
+        await settle(system)
+    snapshot = await journal.load_snapshot("counter/c")
+    assert snapshot is not None and (snapshot.sequence, snapshot.version) == (5, 2)
