@@ -20,7 +20,7 @@ from penpay.engine import EngineError
 from penpay.http.auth.body import read_json
 from penpay.http.auth.guards import admin_only, require_user
 from penpay.http.idempotency import idempotent
-from penpay.http.params import ascii_int
+from penpay.http.params import ascii_int, note_problem
 from penpay.http.problems import FieldError, Problem
 from penpay.http.responses import json_response
 from penpay.http.services import Services
@@ -38,7 +38,6 @@ CAPITAL_SOURCES = {
 }
 #: The most one capital payment may book, in minor units (ten billion of the currency).
 CAPITAL_CENTS_MAX = 10**12
-NOTE_CHARS_MAX = 500
 
 #: The largest transfers cursor parsed: beyond it no row exists, and the store's BIGINT overflows.
 CURSOR_MAX = 2**62
@@ -156,8 +155,8 @@ def _checked(body: CapitalBody) -> None:
         errors.append(FieldError("account", f"one of {', '.join(CAPITAL_SOURCES)}"))
     if not 0 < body.amount_cents <= CAPITAL_CENTS_MAX:
         errors.append(FieldError("amount_cents", f"from 1 to {CAPITAL_CENTS_MAX}"))
-    if not body.note.strip() or len(body.note) > NOTE_CHARS_MAX:
-        errors.append(FieldError("note", f"1 to {NOTE_CHARS_MAX} characters"))
+    if (why := note_problem(body.note)) is not None:
+        errors.append(FieldError("note", why))
     if errors:
         raise Problem(422, "validation_failed", "The body is not valid.", errors=errors)
 

@@ -10,6 +10,7 @@ the one spelling their keys use.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 
 _DIGITS = re.compile(r"[0-9]+")
@@ -33,3 +34,25 @@ def canonical_uuid(raw: str) -> str | None:
     if not _UUID.fullmatch(raw):
         return None
     return str(uuid.UUID(raw))
+
+
+#: The longest note an operator may give a decision (it is journaled and audited).
+NOTE_CHARS_MAX = 500
+
+
+def note_problem(note: str) -> str | None:
+    """Why ``note`` cannot be an operator's note, or None if it can.
+
+    It is written to the journal and to the audit log, where PostgreSQL
+    refuses NUL and lone surrogates: a note it cannot store would leave the
+    decision made and unaudited. Control characters other than line breaks
+    and tabs have no place in a note either.
+    """
+    if not note.strip() or len(note) > NOTE_CHARS_MAX:
+        return f"1 to {NOTE_CHARS_MAX} characters"
+    for char in note:
+        if char in "\n\t":
+            continue
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            return f"no control characters or lone surrogates (found U+{ord(char):04X})"
+    return None

@@ -23,7 +23,7 @@ from penpay.actors.views import rfc3339
 from penpay.http.auth.body import read_json
 from penpay.http.auth.guards import admin_only, require_user
 from penpay.http.idempotency import idempotent
-from penpay.http.params import ascii_int, canonical_uuid
+from penpay.http.params import ascii_int, canonical_uuid, note_problem
 from penpay.http.problems import FieldError, Problem
 from penpay.http.ratelimit import STK_PER_PHONE, WITHDRAWAL_CODES_PER_USER, WRITES_PER_USER, enforce
 from penpay.http.responses import json_response
@@ -272,9 +272,9 @@ async def admin_resolve(request: Request) -> Response:
     if body.action not in ("complete", "reverse", "fail"):
         raise Problem(422, "validation_failed", "action must be complete, reverse or fail",
                       errors=[FieldError("action", f"got {body.action!r}")])
-    if not body.note.strip():
-        raise Problem(422, "validation_failed", "a note is required",
-                      errors=[FieldError("note", "explain the decision")])
+    if (why := note_problem(body.note)) is not None:
+        raise Problem(422, "validation_failed", "the note cannot be stored",
+                      errors=[FieldError("note", f"explain the decision: {why}")])
     services: Services = request.app.state.services
     payments = _payments(request)
     try:

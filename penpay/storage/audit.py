@@ -67,12 +67,42 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def check_payload(payload: Mapping[str, Any]) -> None:
-    """Refuse payload keys that name raw PII or secrets, at any depth."""
+    """Refuse what the audit log must not or cannot hold, at any depth.
+
+    Keys that name raw PII or secrets; floats, which PostgreSQL's jsonb
+    gives back spelled otherwise (``1e16``, ``-0.0``), so the stored entry
+    would no longer hash to its chain; and text PostgreSQL cannot store
+    (NUL, lone surrogates). Both stores refuse the same payloads.
+    """
     for key, value in payload.items():
         if key.lower() in _PII_KEYS:
             raise AuditPayloadError(f"audit payload field {key!r} looks like raw PII or a secret")
+        _check_value(key, value)
         if isinstance(value, Mapping):
             check_payload(value)
+
+
+def _check_value(key: str, value: Any) -> None:
+    if isinstance(value, float):
+        raise AuditPayloadError(f"audit payload field {key!r} is a float; use integers")
+    if isinstance(value, str):
+        check_text(key, value)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_value(key, item)
+
+
+def check_entry(actor: str, action: str, subject: str, payload: Mapping[str, Any]) -> None:
+    """Everything :func:`check_payload` checks, and the entry's text fields."""
+    for field, text in (("actor", actor), ("action", action), ("subject", subject)):
+        check_text(field, text)
+    check_payload(payload)
+
+
+def check_text(field: str, text: str) -> None:
+    """Refuse text PostgreSQL cannot store: NUL and lone surrogates."""
+    if "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text):
+        raise AuditPayloadError(f"audit field {field!r} holds NUL or a lone surrogate")
 
 
 def _at_text(at: datetime) -> str:
@@ -134,7 +164,7 @@ class MemoryAuditLog:
     async def append(
         self, actor: str, action: str, subject: str, payload: Mapping[str, Any]
     ) -> AuditEntry:
-        check_payload(payload)
+        check_entry(actor, action, subject, payload)
         body = msgspec.json.decode(msgspec.json.encode(payload))  # a detached plain copy
         prev = self.entries[-1].hash if self.entries else GENESIS_HASH
         seq = self.entries[-1].seq + 1 if self.entries else 1
@@ -204,7 +234,7 @@ class PgAuditLog:
     async def _append(
         self, conn: Connection, actor: str, action: str, subject: str, payload: Mapping[str, Any]
     ) -> AuditEntry:
-        check_payload(payload)
+        check_entry(actor, action, subject, payload)
         body = msgspec.json.decode(msgspec.json.encode(payload))
         await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK_KEY)
         prev = await conn.fetchval("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")

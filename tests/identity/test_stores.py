@@ -179,6 +179,27 @@ async def test_audit_chain_appends_pages_and_verifies(stores: Stores) -> None:
         await log.append("user:1", "oops", "x", {"phone_number": "+254712345678"})
 
 
+@pytest.mark.parametrize(
+    ("subject", "payload"),
+    [
+        ("x", {"note": "nul \x00 inside"}),
+        ("x", {"note": "lone \ud800 surrogate"}),
+        ("x", {"rate": 1e16}),
+        ("x", {"nested": {"values": [1, -0.0]}}),
+        ("nul\x00subject", {"n": 1}),
+    ],
+)
+async def test_both_audit_stores_refuse_what_postgresql_cannot_keep_as_hashed(
+    stores: Stores, subject: str, payload: dict[str, object]
+) -> None:
+    """PostgreSQL cannot store NUL or lone surrogates, and jsonb respells floats, so
+    an entry would fail (after the action it records) or stop verifying."""
+    with pytest.raises(AuditPayloadError):
+        await stores.audit.append("user:1", "thing.done", subject, payload)
+    await stores.audit.append("user:1", "thing.done", "x", {"note": "tab\tand\nline", "n": 10**16})
+    assert (await stores.audit.verify()).ok
+
+
 async def test_audit_tampering_is_detected(stores: Stores) -> None:
     log = stores.audit
     for n in range(4):
