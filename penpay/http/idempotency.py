@@ -172,7 +172,9 @@ def idempotent(
             if claim.kind == "replay":
                 assert claim.response is not None
                 return _replay(claim.response)
-            return await _execute(inner, request, store, principal.user_id, key, clock)
+            return await _execute(
+                inner, request, store, principal.user_id, key, claim.lease, clock
+            )
 
         return wrapper
 
@@ -185,27 +187,28 @@ async def _execute(
     store: IdempotencyStore,
     principal_id: uuid.UUID,
     key: str,
+    lease: int,
     clock: Clock,
 ) -> Response:
     try:
         response = await _run(endpoint, request)
     except BaseException:
         with trio.CancelScope(shield=True):
-            await store.release(principal_id, key)
+            await store.release(principal_id, key, lease)
         raise
     if not _storable(response):
         with trio.CancelScope(shield=True):
-            await store.release(principal_id, key)
+            await store.release(principal_id, key, lease)
         return response
     body = getattr(response, "body", None)
     if not isinstance(body, bytes):
         log.error("idempotent endpoint returned a streaming response; not stored")
-        await store.release(principal_id, key)
+        await store.release(principal_id, key, lease)
         return response
     kept = {n: response.headers[n] for n in _KEPT_HEADERS if n in response.headers}
     stored = StoredResponse(status=response.status_code, body=body, headers=kept)
     with trio.CancelScope(shield=True):
-        await store.complete(principal_id, key, stored, now=clock.now())
+        await store.complete(principal_id, key, stored, now=clock.now(), lease=lease)
     return response
 
 

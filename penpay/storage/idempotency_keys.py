@@ -8,6 +8,12 @@ holds the lease (``in_progress``), the key was used for another request
 response). A lease that ran out, or a record released after a transient
 failure, is taken over by the next claim with the same fingerprint.
 
+Each claim is numbered (``Claim.lease``); :meth:`~IdempotencyStore.complete`
+and :meth:`~IdempotencyStore.release` name the lease they hold and change
+nothing once another copy has taken the key over: a copy that outlived its
+lease can neither free the new holder's claim (a third copy would run
+alongside it) nor overwrite the response it stored.
+
 Times come from the caller's clock, so the twin and PostgreSQL agree and
 tests can move time.
 """
@@ -34,10 +40,12 @@ class StoredResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Claim(msgspec.Struct, frozen=True):
-    """Outcome of :meth:`IdempotencyStore.claim`; ``response`` is set for ``replay``."""
+    """Outcome of :meth:`IdempotencyStore.claim`; ``response`` is set for ``replay``,
+    ``lease`` (which claim of the key this is) for ``claimed``."""
 
     kind: Literal["claimed", "in_progress", "mismatch", "replay"]
     response: StoredResponse | None = None
+    lease: int = 0
 
 
 class IdempotencyRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,11 +62,12 @@ class IdempotencyStore(Protocol):
     ) -> Claim: ...
 
     async def complete(
-        self, principal_id: uuid.UUID, key: str, response: StoredResponse, *, now: datetime
+        self, principal_id: uuid.UUID, key: str, response: StoredResponse, *,
+        now: datetime, lease: int,
     ) -> None:
-        """Store the final response and drop the lease."""
+        """Store the final response and drop the lease, if ``lease`` still holds it."""
 
-    async def release(self, principal_id: uuid.UUID, key: str) -> None:
+    async def release(self, principal_id: uuid.UUID, key: str, lease: int) -> None:
         """Drop the lease without a response (transient failure): a retry runs again."""
 
     async def reap(self, *, finished_before: datetime) -> int:
@@ -89,6 +98,7 @@ class _Record(msgspec.Struct, kw_only=True):
     request: IdempotencyRequest
     created_at: datetime
     locked_until: datetime | None
+    lease: int = 1
     response: StoredResponse | None = None
     finished_at: datetime | None = None
 
@@ -105,7 +115,7 @@ class MemoryIdempotencyStore:
         record = self.records.get(ident)
         if record is None:
             self.records[ident] = _Record(request=request, created_at=now, locked_until=lease)
-            return Claim("claimed")
+            return Claim("claimed", lease=1)
         old = record.request
         decided = _decide(
             request, method=old.method, route=old.route, fingerprint=old.fingerprint,
@@ -114,19 +124,23 @@ class MemoryIdempotencyStore:
         if decided is not None:
             return decided
         record.locked_until = lease
-        return Claim("claimed")
+        record.lease += 1
+        return Claim("claimed", lease=record.lease)
 
     async def complete(
-        self, principal_id: uuid.UUID, key: str, response: StoredResponse, *, now: datetime
+        self, principal_id: uuid.UUID, key: str, response: StoredResponse, *,
+        now: datetime, lease: int,
     ) -> None:
-        record = self.records[(principal_id, key)]
+        record = self.records.get((principal_id, key))
+        if record is None or record.lease != lease or record.response is not None:
+            return
         record.response = response
         record.locked_until = None
         record.finished_at = now
 
-    async def release(self, principal_id: uuid.UUID, key: str) -> None:
+    async def release(self, principal_id: uuid.UUID, key: str, lease: int) -> None:
         record = self.records.get((principal_id, key))
-        if record is not None and record.response is None:
+        if record is not None and record.lease == lease and record.response is None:
             record.locked_until = None
 
     async def reap(self, *, finished_before: datetime) -> int:
@@ -163,11 +177,11 @@ class PgIdempotencyStore:
         # The usual case, a new key, is one autocommitted statement: one round
         # trip and one commit on the request's path instead of four.
         if await self._db.fetchval(_CLAIM_NEW, *_claim_args(request, lease, now)):
-            return Claim("claimed")
+            return Claim("claimed", lease=1)
         async with self._db.transaction() as conn:
             inserted = await conn.fetchval(_CLAIM_NEW, *_claim_args(request, lease, now))
             if inserted:  # reaped since the first attempt
-                return Claim("claimed")
+                return Claim("claimed", lease=1)
             row = await conn.fetchrow(
                 "SELECT request_method, route, fingerprint, locked_until, response_status, "
                 "response_body, response_headers FROM idempotency_keys "
@@ -190,29 +204,32 @@ class PgIdempotencyStore:
             )  # fmt: skip
             if decided is not None:
                 return decided
-            await conn.execute(
-                "UPDATE idempotency_keys SET locked_until = $3 "
-                "WHERE principal_id = $1 AND idem_key = $2",
+            number = await conn.fetchval(
+                "UPDATE idempotency_keys SET locked_until = $3, lease = lease + 1 "
+                "WHERE principal_id = $1 AND idem_key = $2 RETURNING lease",
                 request.principal_id, request.key, lease,
             )  # fmt: skip
-            return Claim("claimed")
+            return Claim("claimed", lease=number)
 
     async def complete(
-        self, principal_id: uuid.UUID, key: str, response: StoredResponse, *, now: datetime
+        self, principal_id: uuid.UUID, key: str, response: StoredResponse, *,
+        now: datetime, lease: int,
     ) -> None:
         await self._db.execute(
             "UPDATE idempotency_keys SET response_status = $3, response_body = $4, "
             "response_headers = $5::jsonb, locked_until = NULL, finished_at = $6 "
-            "WHERE principal_id = $1 AND idem_key = $2",
+            "WHERE principal_id = $1 AND idem_key = $2 AND lease = $7 "
+            "AND response_status IS NULL",
             principal_id, key, response.status, response.body,
-            msgspec.json.encode(response.headers).decode(), now,
+            msgspec.json.encode(response.headers).decode(), now, lease,
         )  # fmt: skip
 
-    async def release(self, principal_id: uuid.UUID, key: str) -> None:
+    async def release(self, principal_id: uuid.UUID, key: str, lease: int) -> None:
         await self._db.execute(
             "UPDATE idempotency_keys SET locked_until = NULL "
-            "WHERE principal_id = $1 AND idem_key = $2 AND response_status IS NULL",
-            principal_id, key,
+            "WHERE principal_id = $1 AND idem_key = $2 AND lease = $3 "
+            "AND response_status IS NULL",
+            principal_id, key, lease,
         )  # fmt: skip
 
     async def reap(self, *, finished_before: datetime) -> int:

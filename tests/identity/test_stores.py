@@ -148,14 +148,16 @@ async def test_idempotency_store_lease_takeover_and_reaping(stores: Stores) -> N
     assert (await store.claim(other, now=T0, lease_s=90)).kind == "mismatch"
     # The first holder died: after its lease, the next copy takes over.
     late = T0 + timedelta(seconds=91)
-    assert (await store.claim(request, now=late, lease_s=90)).kind == "claimed"
-    await store.release(principal, "key-00001")
-    assert (await store.claim(request, now=late, lease_s=90)).kind == "claimed"
+    second = await store.claim(request, now=late, lease_s=90)
+    assert second.kind == "claimed"
+    await store.release(principal, "key-00001", second.lease)
+    third = await store.claim(request, now=late, lease_s=90)
+    assert third.kind == "claimed"
     response = StoredResponse(status=202, body=b'{"ok":true}', headers={"location": "/x/1"})
-    await store.complete(principal, "key-00001", response, now=late)
+    await store.complete(principal, "key-00001", response, now=late, lease=third.lease)
     replay = await store.claim(request, now=late + timedelta(hours=24), lease_s=90)
     assert replay.kind == "replay" and replay.response == response
-    await store.release(principal, "key-00001")  # no effect on a finished key
+    await store.release(principal, "key-00001", third.lease)  # no effect on a finished key
     assert (await store.claim(request, now=late, lease_s=90)).kind == "replay"
     retention = timedelta(hours=72)
     assert await store.reap(finished_before=late + timedelta(hours=71) - retention) == 0
@@ -177,6 +179,34 @@ async def test_audit_chain_appends_pages_and_verifies(stores: Stores) -> None:
     assert report.ok and report.entries_checked == 5 and report.first_bad_seq is None
     with pytest.raises(AuditPayloadError):
         await log.append("user:1", "oops", "x", {"phone_number": "+254712345678"})
+
+
+async def test_a_copy_that_outlived_its_lease_cannot_touch_the_new_holders_claim(
+    stores: Stores,
+) -> None:
+    """Copy A ran past its lease and copy B took the key over. A's release must not
+    free B's claim (a third copy would run beside B), nor its late response replace
+    B's."""
+    store = stores.idempotency
+    principal = uuid.uuid4()
+    request = IdempotencyRequest(
+        principal_id=principal, key="key-00002", method="POST", route="/x", fingerprint=b"f" * 32
+    )
+    a = await store.claim(request, now=T0, lease_s=90)
+    later = T0 + timedelta(seconds=91)
+    b = await store.claim(request, now=later, lease_s=90)
+    assert (a.kind, b.kind) == ("claimed", "claimed") and a.lease != b.lease
+    await store.release(principal, "key-00002", a.lease)  # A failed, late
+    third = await store.claim(request, now=later + timedelta(seconds=1), lease_s=90)
+    assert third.kind == "in_progress"
+    a_says = StoredResponse(status=202, body=b'{"id":"A"}', headers={})
+    b_says = StoredResponse(status=202, body=b'{"id":"B"}', headers={})
+    await store.complete(principal, "key-00002", a_says, now=later, lease=a.lease)
+    assert (await store.claim(request, now=later, lease_s=90)).kind == "in_progress"
+    await store.complete(principal, "key-00002", b_says, now=later, lease=b.lease)
+    await store.complete(principal, "key-00002", a_says, now=later, lease=a.lease)
+    replay = await store.claim(request, now=later + timedelta(seconds=2), lease_s=90)
+    assert replay.kind == "replay" and replay.response == b_says
 
 
 @pytest.mark.parametrize(
