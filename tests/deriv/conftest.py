@@ -101,6 +101,7 @@ async def rig(world: DerivWorld) -> AsyncIterator[Rig]:
         gateway = DerivGateway(sandbox.connect, AGENT_TOKEN, rng=random.Random(1), config=FAST)
         await nursery.start(gateway.run)
         await gateway.wait_connected()
+        await gateway.wait_for_balance(lambda _: True)  # the stream is up too
         yield Rig(world, gateway, sandbox.connect, nursery)
         nursery.cancel_scope.cancel()
 
@@ -115,6 +116,7 @@ async def socket_rig(world: DerivWorld) -> AsyncIterator[Rig]:
         await nursery.start(gateway.run)
         with trio.fail_after(10):
             await gateway.wait_connected()
+            await gateway.wait_for_balance(lambda _: True)  # the stream is up too
         yield Rig(world, gateway, connect, nursery)
         nursery.cancel_scope.cancel()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from penpay.actors.deriv import (
     OutcomeUnknown,
     PaymentAgentTransferError,
     RequestInvalid,
+    TransferResult,
     TransportClosed,
 )
 from penpay.sandbox.deriv import DerivWorld, FaultKind, InProcessDerivSandbox
@@ -30,7 +32,7 @@ from .conftest import AGENT, FAST, JANE, Rig
 async def test_connects_authorizes_and_tracks_balance(autojump_clock: MockClock, rig: Rig) -> None:
     gw = rig.gateway
     assert gw.agent is not None and gw.agent.loginid == AGENT
-    assert gw.agent_balance_cents == 1_000_000
+    assert await gw.wait_for_balance(lambda _: True) == 1_000_000  # the stream follows
     result = await gw.paymentagent_transfer(JANE, 1_050, "USD", "dep-1")
     assert result.client_loginid == JANE
     assert result.client_full_name == "Jane Wanjiru"
@@ -170,8 +172,8 @@ async def test_reconnect_restores_auth_and_balance_stream(
 
 @asynccontextmanager
 async def tight_budget(world: DerivWorld) -> AsyncIterator[tuple[DerivGateway, trio.Nursery]]:
-    """A connected gateway allowed 60 calls a minute (a burst of 2, spent on the handshake)."""
-    config = GatewayConfig(calls_per_min=60, calls_burst=2, connect_wait_s=600)
+    """A connected gateway allowed 60 calls a minute (a burst of 1, spent on authorize)."""
+    config = GatewayConfig(calls_per_min=60, calls_burst=1, connect_wait_s=600)
     async with trio.open_nursery() as nursery:
         sandbox = InProcessDerivSandbox(world)
         await nursery.start(sandbox.run)
@@ -205,15 +207,16 @@ async def test_a_call_queued_for_the_budget_goes_out_on_the_new_socket(
     """Found by the simulation: calls that queued while the socket was replaced
     failed on the old one, spending the budget on nothing."""
     async with tight_budget(world) as (gateway, _):
-        answers: list[int] = []
+        answers: list[TransferResult] = []
 
-        async def ask_balance() -> None:
-            answers.append(await gateway.balance())
+        async def check_transfer() -> None:  # a dry run: in the budget, moves nothing
+            check = await gateway.paymentagent_transfer(JANE, 1_000, "USD", "q", dry_run=True)
+            answers.append(check)
 
         with trio.fail_after(30):
             async with trio.open_nursery() as callers:
                 for _ in range(3):  # the burst went on the handshake: these queue
-                    callers.start_soon(ask_balance)
+                    callers.start_soon(check_transfer)
                 await trio.testing.wait_all_tasks_blocked()
                 assert world.drop_connections() == 1
         assert len(answers) == 3
@@ -237,11 +240,37 @@ async def test_late_pong_forces_reconnect(autojump_clock: MockClock, rig: Rig) -
 async def test_own_rate_limit_stays_under_deriv_budget(autojump_clock: MockClock, rig: Rig) -> None:
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
-        for _ in range(400):
-            nursery.start_soon(rig.gateway.balance)  # none may hit RateLimit
+        for _ in range(400):  # dry runs: in the "all other calls" budget; none may hit RateLimit
+            nursery.start_soon(
+                functools.partial(rig.gateway.paymentagent_transfer, dry_run=True),
+                JANE, 1_000, "USD", "q",
+            )
     elapsed = trio.current_time() - start
-    # 400 calls at 200/min after a burst of 10 (2 of it spent on authorize + subscribe)
-    assert elapsed == pytest.approx((400 - 8) * 60 / 200, rel=0.01)
+    # 400 calls at 200/min after a burst of 10 (1 of it spent on authorize)
+    assert elapsed == pytest.approx((400 - 9) * 60 / 200, rel=0.01)
+
+
+async def test_statement_and_balance_keep_to_their_own_deriv_budget(
+    autojump_clock: MockClock, rig: Rig
+) -> None:
+    """Deriv budgets them apart: 100/min and 2,000/h (protocols.md 2.11). Lookups
+    spending it must neither hit RateLimit nor hold up the other calls."""
+    asked: list[float] = []
+
+    async def balance() -> None:
+        await rig.gateway.balance()  # none may hit RateLimit (the sandbox keeps 100/min)
+        asked.append(trio.current_time())
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for _ in range(400):
+            nursery.start_soon(balance)
+        await trio.sleep(1)
+        result = await rig.gateway.paymentagent_transfer(JANE, 1_000, "USD", "q", dry_run=True)
+        assert result.dry_run and trio.current_time() - start < 2  # not behind the lookups
+    assert max(sum(1 for u in asked if t <= u < t + 60) for t in asked) <= 95
+    per_hour = sum(1 for t in asked if t < start + 3600)
+    assert len(asked) == 400 and per_hour <= 1950
 
 
 async def test_reconnect_backoff_is_exponential_with_jitter(
@@ -299,3 +328,27 @@ async def test_user_token_verification(autojump_clock: MockClock, rig: Rig) -> N
         await rig.gateway.verify_user_token("nope")
     await trio.sleep(1)
     assert rig.world.connection_count == 1  # the user sockets were closed
+
+
+async def test_money_calls_go_on_while_the_balance_subscription_is_refused(
+    autojump_clock: MockClock, world: DerivWorld
+) -> None:
+    """``balance`` is in the statement budget that lookups spend. A socket that could
+    not come up until the subscription passed refused every transfer meanwhile."""
+    world.inject_fault("balance", FaultKind.ERROR, times=None, code="RateLimit",
+                       message="You have reached the rate limit for balance.")
+    async with trio.open_nursery() as nursery:
+        sandbox = InProcessDerivSandbox(world)
+        await nursery.start(sandbox.run)
+        gateway = DerivGateway(sandbox.connect, "agent-token", rng=random.Random(1),
+                               config=GatewayConfig(connect_wait_s=5.0))
+        await nursery.start(gateway.run)
+        with trio.fail_after(5):
+            await gateway.wait_connected()
+        result = await gateway.paymentagent_transfer(JANE, 2_500, "USD", "PenPay deposit x")
+        assert result.transaction_id is not None
+        assert gateway.agent_balance_cents is None and gateway.connects == 1
+        world.clear_faults()  # the budget is back: the stream follows within a minute
+        with trio.fail_after(61):
+            assert await gateway.wait_for_balance(lambda _: True) > 0
+        nursery.cancel_scope.cancel()

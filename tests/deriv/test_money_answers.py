@@ -197,7 +197,7 @@ async def test_request_too_frequent_is_retry_later(autojump_clock: MockClock, ri
 
 
 async def test_a_rate_limit_is_retry_later(autojump_clock: MockClock, rig: Rig) -> None:
-    rig.world.set_rate_limit(2)  # the agent's budget is spent by another consumer
+    rig.world.set_rate_limit(1)  # the agent's budget is spent by another consumer
     answer = await _actor(rig.gateway, rig.world).call(CreditDeriv(JANE, 2_500, REFERENCE), "u")
     assert isinstance(answer, DerivRetryLater) and answer.code == "RateLimit", answer
 

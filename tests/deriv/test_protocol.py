@@ -336,14 +336,22 @@ async def test_rate_limit_per_minute(
         raw = Raw(conn)
         for _ in range(220):
             await raw.ok({"authorize": AGENT_TOKEN})
-        error = await raw.error({"balance": 1})
+        error = await raw.error({"authorize": AGENT_TOKEN})
         assert error == {
             "code": "RateLimit",
-            "message": "You have reached the rate limit for balance.",
+            "message": "You have reached the rate limit for authorize.",
+        }
+        for _ in range(100):  # statement and balance have a budget of their own
+            await raw.ok({"balance": 1})
+        error = await raw.error({"statement": 1})
+        assert error == {
+            "code": "RateLimit",
+            "message": "You have reached the rate limit for statement.",
         }
         await raw.ok({"ping": 1})  # pings sit outside the budget
         await trio.sleep(60)
         await raw.ok({"balance": 1})
+        await raw.ok({"authorize": AGENT_TOKEN})
         world.lift_rate_limit()
         for _ in range(500):
             await raw.ok({"balance": 1})

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ import trio
 
 from penpay.actors.deriv.errors import (
     ConnectionLost,
+    DerivApiError,
     DerivError,
     DerivTimeout,
     DerivUnavailable,
@@ -60,6 +61,8 @@ _DESCRIPTION = re.compile(r"[0-9A-Za-z .,'-]{0,250}")
 _LOGINID = re.compile(r"[A-Za-z]+[0-9]+")
 _CURRENCY = re.compile(r"[a-zA-Z0-9]{2,20}")
 _MONEY_CALLS = frozenset({"paymentagent_transfer", "paymentagent_withdraw"})
+#: Calls Deriv budgets in a row of their own (protocols.md 2.11).
+_STATEMENT_BUDGET = frozenset({"statement", "balance"})
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,13 @@ class GatewayConfig:
     backoff_jitter: float = 0.2
     """Each back-off delay is stretched by a random fraction in ``[0, jitter]``."""
     calls_per_min: int | None = 200
-    """Own budget for non-ping calls on the agent socket (Deriv allows 220); None lifts it."""
+    """Own budget for the calls in Deriv's "all other calls" row (Deriv allows 220/min)
+    on the agent socket; None lifts every budget but the pings'."""
     calls_burst: int = 10
+    statement_calls_per_min: int = 90
+    """Own budget for ``statement`` and ``balance``, a row of their own at Deriv:
+    100/min and 2,000/h (protocols.md 2.11)."""
+    statement_calls_per_hour: int = 1800
     pings_per_min: int = 240
     """Budget for ``ping``/``time`` on the agent socket. Deriv closes (1008) a
     connection sending more than 10 a second; burst + rate per second is 8."""
@@ -217,6 +225,17 @@ class DerivGateway:
             if self.config.calls_per_min is not None
             else None
         )
+        # Two buckets, for both of Deriv's windows: at most 90 + 5 in a minute,
+        # and 1800 + 150 in an hour (the hour's bucket refills 30 a minute).
+        per_hour = self.config.statement_calls_per_hour
+        self._statement_buckets = (
+            (
+                TokenBucket(self.config.statement_calls_per_min, 5),
+                TokenBucket(max(per_hour // 60, 1), max(per_hour // 12, 1)),
+            )
+            if self.config.calls_per_min is not None
+            else ()
+        )
         self._ping_bucket = TokenBucket(self.config.pings_per_min, self.config.pings_burst)
         self._clock: _ClockReading | None = None
         self._clock_lock = trio.Lock()
@@ -242,7 +261,7 @@ class DerivGateway:
         return self._rpc.pending_count if self._rpc is not None else 0
 
     async def wait_connected(self) -> None:
-        """Wait until the agent socket is authorized and subscribed."""
+        """Wait until the agent socket is authorized (the balance stream follows on its own)."""
         while not self.connected:
             await self._ready.wait()
 
@@ -298,6 +317,7 @@ class DerivGateway:
                         self._rpc = rpc
                         self._ready.set()
                         nursery.start_soon(self._keepalive, rpc, nursery.cancel_scope)
+                        nursery.start_soon(self._subscribe_balance, rpc)
                 finally:
                     rpc.fail_all("session ended")
         except TransportClosed as exc:
@@ -319,18 +339,43 @@ class DerivGateway:
         # Budgeted, but ahead of the queue: callers waiting for the connection
         # may have queued hundreds of calls, and Deriv closes a socket that
         # sends nothing for two minutes; behind them, it would never open.
-        self._spend_budget_now()
+        self._spend_budget_now(self._bucket)
         auth = await self._checked(rpc, {"authorize": self._agent_token})
         self.agent = _account_info(auth)
-        self._spend_budget_now()
-        first = await self._checked(
-            rpc, {"balance": 1, "subscribe": 1}, on_stream=self._on_balance
-        )
-        self._on_balance(first)
 
-    def _spend_budget_now(self) -> None:
-        if self._bucket is not None:
-            self._bucket.take_now()
+    async def _subscribe_balance(self, rpc: DerivRpc) -> None:
+        """Keep the live agent balance; best effort, money calls never wait for it.
+
+        ``balance`` is in Deriv's statement budget, which lookups spend: a
+        refusal (a rate limit) must not keep the socket from serving
+        transfers. It is asked again a minute later, until it holds.
+        """
+        first_try = True
+        while True:
+            if first_try:
+                self._spend_budget_now(*self._statement_buckets)  # ahead of queued lookups
+            else:
+                for bucket in self._statement_buckets:
+                    await bucket.acquire()
+            first_try = False
+            try:
+                first = await self._checked(
+                    rpc, {"balance": 1, "subscribe": 1}, on_stream=self._on_balance
+                )
+            except DerivApiError as exc:
+                log.warning("deriv: balance subscription refused (%s); again in 60 s", exc)
+                await trio.sleep(60)
+                continue
+            except DerivError:
+                return  # the socket went: the next session subscribes again
+            self._on_balance(first)
+            return
+
+    @staticmethod
+    def _spend_budget_now(*buckets: TokenBucket | None) -> None:
+        for bucket in buckets:
+            if bucket is not None:
+                bucket.take_now()
 
     async def _keepalive(self, rpc: DerivRpc, scope: trio.CancelScope) -> None:
         while True:
@@ -396,11 +441,10 @@ class DerivGateway:
         Returns the whole response (some calls, like ``paymentagent_transfer``,
         answer in top-level fields beside the one named after the call).
         """
-        bucket = self._bucket if rate_limited else self._ping_bucket
-        if bucket is not None:
-            # The budget first, the socket after: a call that queued for the
-            # budget while the socket was replaced must go out on the new one,
-            # not fail on the one it saw when it started waiting.
+        # The budget first, the socket after: a call that queued for the
+        # budget while the socket was replaced must go out on the new one,
+        # not fail on the one it saw when it started waiting.
+        for bucket in self._budget_of(request, rate_limited):
             await bucket.acquire()
         if not self.connected:
             with trio.move_on_after(self.config.connect_wait_s):
@@ -409,6 +453,13 @@ class DerivGateway:
         if rpc is None:
             raise DerivUnavailable(f"no Deriv connection ({self.last_error})")
         return await self._checked(rpc, request)
+
+    def _budget_of(self, request: dict[str, Any], rate_limited: bool) -> Sequence[TokenBucket]:
+        if not rate_limited:
+            return (self._ping_bucket,)
+        if next(iter(request)) in _STATEMENT_BUDGET:
+            return self._statement_buckets
+        return (self._bucket,) if self._bucket is not None else ()
 
     async def ping(self) -> None:
         """A round trip on the agent socket (outside the call budget, in the ping budget)."""
