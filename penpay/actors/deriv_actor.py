@@ -124,6 +124,12 @@ class DerivGatewayActor(GatewayActor):
             return DerivRejected(reference, "InvalidToken", "no verification code in hand")
         answer = await self._withdraw_with(token, usd_cents, code, reference)
         if isinstance(answer, DerivRetryLater):
+            if answer.code not in deriv.REFUSED_BEFORE_ANY_CHECK:
+                # "Request too frequent", maintenance: refused after Deriv checked
+                # the code, which deletes it (protocols.md 2.8). Nothing moved, and
+                # a resend could only be refused: the user asks for a new code.
+                detail = f"{answer.message} (the verification code was used up)"
+                return DerivRejected(reference, answer.code, detail)
             self._held_codes[reference] = (code, trio.current_time())
         return answer
 

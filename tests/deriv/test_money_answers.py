@@ -205,12 +205,16 @@ async def test_a_rate_limit_is_retry_later(autojump_clock: MockClock, rig: Rig) 
 async def test_a_withdrawal_refused_for_now_is_resent_with_the_code_kept_in_memory(
     autojump_clock: MockClock, rig: Rig
 ) -> None:
-    """The transaction resends without the code (it never keeps one); the actor has it."""
+    """The transaction resends without the code (it never keeps one); the actor has it.
+
+    Only a rate limit leaves the code alive: it refuses the call before Deriv
+    checks the code (which deletes it, protocols.md 2.8)."""
     reference = "PenPay withdrawal t2"
     actor = _actor(rig.gateway, rig.world)
     code = rig.world.issue_code("jane@example.com", "paymentagent_withdraw")
     assert code is not None
-    rig.world.inject_fault("paymentagent_withdraw", FaultKind.ERROR)  # BI102, before the work
+    rig.world.inject_fault("paymentagent_withdraw", FaultKind.ERROR, code="RateLimitExceeded",
+                           message="You have reached the withdrawal rate limit.")
     first = await actor.call(WithdrawFromDeriv(2_500, code, reference), "u")
     assert isinstance(first, DerivRetryLater), first
     again = await actor.call(WithdrawFromDeriv(2_500, "", reference), "u")
@@ -219,3 +223,26 @@ async def test_a_withdrawal_refused_for_now_is_resent_with_the_code_kept_in_memo
     # Used: a third send of the reference has no code left to send.
     third = await actor.call(WithdrawFromDeriv(2_500, "", reference), "u")
     assert isinstance(third, DerivRejected) and third.code == "InvalidToken"
+
+
+@pytest.mark.parametrize("refusal", ["request too frequent", "maintenance"])
+async def test_a_withdrawal_refused_after_the_code_check_fails_for_a_new_code(
+    autojump_clock: MockClock, rig: Rig, refusal: str
+) -> None:
+    """BI102 and maintenance come after the code check, which deleted the code: a
+    resend could only be refused as InvalidToken. It fails now, naming why."""
+    reference = "PenPay withdrawal t9"
+    actor = _actor(rig.gateway, rig.world)
+    code = rig.world.issue_code("jane@example.com", "paymentagent_withdraw")
+    assert code is not None
+    if refusal == "maintenance":
+        rig.world.payments_suspended = True
+    else:
+        rig.world.inject_fault("paymentagent_withdraw", FaultKind.ERROR)  # BI102
+    answer = await actor.call(WithdrawFromDeriv(2_500, code, reference), "u")
+    assert isinstance(answer, DerivRejected), answer
+    assert answer.code == "PaymentAgentWithdrawError" and "used up" in answer.message
+    assert rig.world.moves == []
+    rig.world.payments_suspended = False
+    again = await actor.call(WithdrawFromDeriv(2_500, code, reference), "u")
+    assert isinstance(again, DerivRejected) and again.code == "InvalidToken"  # gone at Deriv

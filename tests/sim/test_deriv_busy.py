@@ -5,7 +5,9 @@ used to be refunded at once, and a withdrawal refused so failed, although
 nothing had moved and the same call would have gone through a little later.
 Here the real shell, gateway actor and sandboxes carry the resend: the timer,
 the same reference, and (for a withdrawal) the verification code that only
-the gateway actor still holds.
+the gateway actor still holds. A withdrawal refusal Deriv makes after its
+code check (BI102, maintenance) used the code up: that withdrawal fails,
+with nothing moved, for a new code.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ async def _deposit_scenario() -> None:
         assert busy.fired == REFUSALS
 
 
-async def _withdrawal_scenario() -> None:
+async def _withdrawal_scenario(refusal: str) -> None:
     async with onboarded_world() as (world, user):
         deriv = world.boxes.deriv_world
         if deriv.balance_cents(user.login_id) < USD_CENTS:
@@ -66,20 +68,33 @@ async def _withdrawal_scenario() -> None:
         assert response.status_code == 202, response.text
         code = deriv.latest_code(user.email)
         assert code is not None
-        busy = deriv.inject_fault("paymentagent_withdraw", FaultKind.ERROR, times=REFUSALS)
+        if refusal == "rate limit":  # before the code check: the code lives on
+            busy = deriv.inject_fault("paymentagent_withdraw", FaultKind.ERROR, times=REFUSALS,
+                                      code="RateLimitExceeded", message="Rate limit exceeded.")
+        else:  # BI102 "Request too frequent", after the code check
+            busy = deriv.inject_fault("paymentagent_withdraw", FaultKind.ERROR, times=REFUSALS)
         before = deriv.balance_cents(user.login_id)
         transaction_id = await _submit(user, "/withdrawals", {
             "amount_cents": USD_CENTS, "currency": "USD", "verification_code": code,
         })
         await trio.sleep(30 * 60)
-        assert _status(world, transaction_id) == "COMPLETED"
-        assert before - deriv.balance_cents(user.login_id) == USD_CENTS  # once
-        assert busy.fired == REFUSALS
+        if refusal == "rate limit":
+            assert _status(world, transaction_id) == "COMPLETED"
+            assert before - deriv.balance_cents(user.login_id) == USD_CENTS  # once
+            assert busy.fired == REFUSALS
+        else:
+            assert _status(world, transaction_id) == "FAILED"
+            assert deriv.balance_cents(user.login_id) == before
+            assert busy.fired == 1  # never resent: the code was used up
 
 
 def test_a_deposit_deriv_refuses_for_now_is_credited_once_later() -> None:
     trio.run(_deposit_scenario, clock=sim_clock())
 
 
-def test_a_withdrawal_deriv_refuses_for_now_is_made_once_later() -> None:
-    trio.run(_withdrawal_scenario, clock=sim_clock())
+def test_a_withdrawal_deriv_rate_limits_is_made_once_later() -> None:
+    trio.run(_withdrawal_scenario, "rate limit", clock=sim_clock())
+
+
+def test_a_withdrawal_refused_after_its_code_check_fails_with_nothing_moved() -> None:
+    trio.run(_withdrawal_scenario, "request too frequent", clock=sim_clock())

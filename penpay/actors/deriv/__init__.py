@@ -5,6 +5,7 @@ exceptions, and the transport seam (connectors) shared with the sandbox.
 """
 
 from penpay.actors.deriv.errors import (
+    REFUSED_BEFORE_ANY_CHECK,
     AlreadySubscribed,
     AuthorizationRequired,
     BadSession,
@@ -46,6 +47,7 @@ from penpay.actors.deriv.transport import (
 )
 
 __all__ = [
+    "REFUSED_BEFORE_ANY_CHECK",
     "AlreadySubscribed",
     "AuthorizationRequired",
     "BadSession",

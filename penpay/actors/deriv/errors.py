@@ -182,8 +182,9 @@ _NOT_DONE_CODES = frozenset({
 })
 
 #: Rate limits (protocols.md 2.10/2.11): the WebSocket layer (``RateLimit``) or
-#: the RPC's entry (``RateLimitExceeded``) refuses the call before it runs.
-_RETRY_CODES = frozenset({"RateLimit", "RateLimitExceeded"})
+#: the RPC's entry (``RateLimitExceeded``) refuses the call before it runs, so
+#: before even a withdrawal's verification code is checked (and deleted, 2.8).
+REFUSED_BEFORE_ANY_CHECK = frozenset({"RateLimit", "RateLimitExceeded"})
 
 #: The codes under which Deriv reports every business outcome of the two money
 #: calls, whatever happened (protocols.md 2.7, 2.8: the rule engine's own codes
@@ -218,7 +219,7 @@ def money_call_verdict(error: DerivApiError) -> MoneyCallVerdict:
     answer failed its schema after the work was done, 2.10), and any code not
     named here. The statement settles those.
     """
-    if error.code in _RETRY_CODES:
+    if error.code in REFUSED_BEFORE_ANY_CHECK:
         return MoneyCallVerdict.RETRY_LATER
     if error.code in _NOT_DONE_CODES:
         return MoneyCallVerdict.NOT_DONE

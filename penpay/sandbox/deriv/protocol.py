@@ -57,6 +57,8 @@ UNBUDGETED = frozenset({"ping", "time"})
 #: the 2,000 an hour beside it is not modelled).
 STATEMENT_BUDGET = frozenset({"statement", "balance"})
 STATEMENT_LIMIT_PER_MIN = 100
+#: Refusals made before any check of the call (so before a withdrawal's code check).
+RATE_LIMIT_CODES = frozenset({"RateLimit", "RateLimitExceeded"})
 REQUIRED_SCOPES: dict[str, tuple[str, ...]] = {
     "balance": ("read", "trading_information"),
     "statement": ("read",),
@@ -245,7 +247,7 @@ class DerivSession:
                 self.drop()
                 return
             if fault.kind is FaultKind.ERROR:
-                self._error(request, msg_type, DerivApiError(fault.code, fault.message))
+                self._error(request, msg_type, self._injected_error(msg_type, request, fault))
                 return
         self._last_move = None
         try:
@@ -400,6 +402,26 @@ class DerivSession:
             body["transaction_id"] = move.transaction_id
         self._last_move = move
         return body
+
+    def _injected_error(
+        self, msg_type: str, request: dict[str, Any], fault: Fault
+    ) -> DerivApiError:
+        """The error a fault injects, after the checks Deriv makes before it.
+
+        A withdrawal's refusals other than the rate limits come after its
+        code check, which deletes the code: so does the injected one.
+        """
+        if (
+            msg_type == "paymentagent_withdraw"
+            and fault.code not in RATE_LIMIT_CODES
+            and request.get("dry_run") != 1
+        ):
+            try:
+                self.world.spend_withdrawal_code(self._account().loginid,
+                                                 request["verification_code"])
+            except DerivApiError as refused:
+                return refused
+        return DerivApiError(fault.code, fault.message)
 
     def _paymentagent_withdraw(self, request: dict[str, Any]) -> dict[str, Any]:
         account = self._account()

@@ -480,6 +480,14 @@ class DerivWorld:
         self.mail.append(Mail(email, purpose, code, "Do you wish to withdraw funds?", self.now()))
         return code
 
+    def spend_withdrawal_code(self, client_loginid: str, code: str) -> None:
+        """The code check a withdrawal passes first, deleting the code (protocols.md 2.8).
+
+        For an injected refusal that Deriv makes after that check (BI102
+        "Request too frequent", maintenance): the code is gone all the same.
+        """
+        self._consume_code(code, self.account(client_loginid).email, PURPOSE_PA_WITHDRAW)
+
     def _consume_code(self, code: str, email: str, purpose: str) -> None:
         entry = self.codes.get(code)
         if entry is None or entry.expires_at <= self.monotonic():
