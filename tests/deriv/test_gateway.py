@@ -352,3 +352,20 @@ async def test_money_calls_go_on_while_the_balance_subscription_is_refused(
         with trio.fail_after(61):
             assert await gateway.wait_for_balance(lambda _: True) > 0
         nursery.cancel_scope.cancel()
+
+
+async def test_a_socket_closed_just_after_the_handshake_is_reopened_with_back_off(
+    autojump_clock: MockClock, world: DerivWorld
+) -> None:
+    """Each reopening spends an authorize; twice a second, for ever, it would eat
+    Deriv's budgets. A session counts as working once it outlives a keep-alive."""
+    world.idle_timeout_s = 0.3  # Deriv drops the socket right after authorize
+    async with trio.open_nursery() as nursery:
+        sandbox = InProcessDerivSandbox(world)
+        await nursery.start(sandbox.run)
+        gateway = DerivGateway(sandbox.connect, "agent-token", rng=random.Random(1),
+                               config=GatewayConfig())
+        await nursery.start(gateway.run)
+        await trio.sleep(60)
+        assert gateway.connects <= 8  # 1, 2, 4, 8, 16, 32 s apart, not 0.5 s
+        nursery.cancel_scope.cancel()

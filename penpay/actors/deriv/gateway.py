@@ -280,14 +280,18 @@ class DerivGateway:
             task_status.started()
             failures = 0
             while True:
-                authorized = await self._session()
-                failures = 0 if authorized else failures + 1
+                lasted_s = await self._session()
+                # A session counts as working only once it has outlived a
+                # keep-alive interval: a socket Deriv closes just after the
+                # handshake must back off too, not be reopened twice a second.
+                failures = 0 if lasted_s >= self.config.ping_interval_s else failures + 1
                 delay = self._backoff_s(failures)
                 log.info("deriv: reconnecting in %.2f s (%s)", delay, self.last_error)
                 await trio.sleep(delay)
 
     def _backoff_s(self, failures: int) -> float:
-        """0 s after a session that worked, then initial * 2**n capped, plus jitter."""
+        """Half the initial delay after a session that worked, then initial * 2**n, capped;
+        each stretched by jitter."""
         if failures == 0:
             base = self.config.backoff_initial_s * 0.5
         else:
@@ -296,9 +300,9 @@ class DerivGateway:
             )
         return base * (1.0 + self._rng.uniform(0.0, self.config.backoff_jitter))
 
-    async def _session(self) -> bool:
-        """One socket's life; returns whether it got authorized."""
-        authorized = False
+    async def _session(self) -> float:
+        """One socket's life; returns how long it served authorized (0: never)."""
+        authorized_at: float | None = None
         try:
             async with self._connect() as conn:
                 rpc = DerivRpc(conn, on_close=self._agent_socket_closed)
@@ -311,8 +315,8 @@ class DerivGateway:
                             self.last_error = f"handshake failed: {exc}"
                             log.warning("deriv: %s", self.last_error)
                             nursery.cancel_scope.cancel()
-                            return False
-                        authorized = True
+                            return 0.0
+                        authorized_at = trio.current_time()
                         self.connects += 1
                         self._rpc = rpc
                         self._ready.set()
@@ -322,7 +326,7 @@ class DerivGateway:
                     rpc.fail_all("session ended")
         except TransportClosed as exc:
             self.last_error = exc.reason
-        return authorized
+        return 0.0 if authorized_at is None else trio.current_time() - authorized_at
 
     def _agent_socket_closed(self, rpc: DerivRpc) -> None:
         """Runs the moment the agent socket is known dead, before any caller wakes."""
