@@ -105,6 +105,10 @@ class DepositState(msgspec.Struct, frozen=True, kw_only=True):
     paid_claimed: bool = False  # a callback said paid; awaiting the query to confirm
     mpesa_receipt: str | None = None
     deriv_reference: str | None = None
+    #: When the credit under ``deriv_reference`` was first sent: its lookups read
+    #: the statement from there (less a margin), not from the deposit's creation,
+    #: which a long wait for M-Pesa could put thousands of rows back.
+    deriv_sent_at_ms: int = 0
     deriv_attempt: int = 0
     deriv_unknown: bool = False
     deriv_lookups: int = 0
@@ -787,6 +791,7 @@ def evolve(state: DepositState, event: DepositEvent) -> DepositState:
                 review_reason=None,
                 mpesa_receipt=event.receipt or state.mpesa_receipt,
                 deriv_reference=event.deriv_reference,
+                deriv_sent_at_ms=event.at_ms,
                 deriv_attempt=1,
                 deriv_deferrals=0,
                 deriv_resend_at_ms=None,
@@ -813,6 +818,7 @@ def evolve(state: DepositState, event: DepositEvent) -> DepositState:
             return r(
                 state,
                 deriv_reference=event.reference,
+                deriv_sent_at_ms=event.at_ms,
                 deriv_attempt=state.deriv_attempt + 1,
                 deriv_unknown=False,
                 deriv_lookups=0,
@@ -968,9 +974,8 @@ def react(
 def _find_credit(state: DepositState, reference: str) -> FindDerivTransfer:
     """The statement lookup for a credit: its note, amount and client must all match."""
     assert state.quote is not None
-    return FindDerivTransfer(
-        reference, state.quote.usd_cents, state.deriv_login_id, state.created_at_ms
-    )
+    since_ms = state.deriv_sent_at_ms or state.created_at_ms
+    return FindDerivTransfer(reference, state.quote.usd_cents, state.deriv_login_id, since_ms)
 
 
 def _refund_payout(state: DepositState) -> PayB2C:

@@ -145,9 +145,9 @@ class FindDerivTransfer(Command, frozen=True, tag="deriv_find"):
     reference: str
     usd_cents: int
     login_id: str  # the client the transfer went to
-    #: No transfer of this transaction is older than this (its creation,
-    #: PenPay's clock, Unix ms); the lookup reads the statement from there on.
-    #: 0: read back as far as the lookup's page limit allows.
+    #: The transfer cannot be older than this (when the call under this
+    #: reference was first sent, PenPay's clock, Unix ms); the lookup reads
+    #: the statement from there on. 0: as far back as its page limit allows.
     since_ms: int = 0
 
 

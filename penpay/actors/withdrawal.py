@@ -131,6 +131,9 @@ class WithdrawalState(msgspec.Struct, frozen=True, kw_only=True):
     mpesa_receipt: str | None = None
     fx_reversed: bool = False  # the shillings were converted back for the return
     return_reference: str | None = None
+    #: When the transfer back under ``return_reference`` was first sent (its lookups
+    #: read the statement from there).
+    return_sent_at_ms: int = 0
     return_attempt: int = 0
     return_unknown: bool = False
     return_lookups: int = 0
@@ -794,6 +797,7 @@ def evolve(state: WithdrawalState, event: WithdrawalEvent) -> WithdrawalState:
                 state,
                 fx_reversed=True,
                 return_reference=event.reference,
+                return_sent_at_ms=event.at_ms,
                 return_attempt=1,
                 deriv_deferrals=0,
                 deriv_resend_at_ms=None,
@@ -813,6 +817,7 @@ def evolve(state: WithdrawalState, event: WithdrawalEvent) -> WithdrawalState:
             state = r(
                 state,
                 return_reference=event.reference,
+                return_sent_at_ms=event.at_ms,
                 return_attempt=state.return_attempt + 1,
                 return_unknown=False,
                 return_lookups=0,
@@ -954,7 +959,8 @@ def _find_withdrawal(state: WithdrawalState, reference: str) -> FindDerivWithdra
 def _find_return(state: WithdrawalState, reference: str) -> FindDerivTransfer:
     """The lookup of the transfer back: note, amount and the user's loginid must match."""
     usd = _quote(state).usd_cents
-    return FindDerivTransfer(reference, usd, state.deriv_login_id, state.created_at_ms)
+    since_ms = state.return_sent_at_ms or state.created_at_ms
+    return FindDerivTransfer(reference, usd, state.deriv_login_id, since_ms)
 
 
 def _return(state: WithdrawalState) -> CreditDeriv:

@@ -495,10 +495,16 @@ def test_recovery_after_the_resend_went_out_looks_it_up() -> None:
 
 
 def test_the_lookup_names_the_amount_and_the_client() -> None:
-    """Regression: the lookup carried the reference alone, and matched on the note."""
+    """Regression: the lookup carried the reference alone, and matched on the note.
+
+    It reads the statement from the credit's sending, not the deposit's creation
+    (a deposit that waited long for M-Pesa had thousands of rows to page through).
+    """
     flow = paid_flow()
     commands = flow.feed(DerivUnknown(flow.reference, "socket closed"))
-    lookup = FindDerivTransfer(flow.reference, 1001, "CR100001", flow.state.created_at_ms)
+    sent_at = flow.state.deriv_sent_at_ms
+    assert sent_at > flow.state.created_at_ms
+    lookup = FindDerivTransfer(flow.reference, 1001, "CR100001", sent_at)
     assert lookup in commands
     _, recovered = d.recover(flow.state, flow.now_ms, TIMINGS)
     assert lookup in recovered

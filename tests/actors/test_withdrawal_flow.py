@@ -514,7 +514,9 @@ def test_a_return_whose_answer_is_lost_is_looked_up_then_retried() -> None:
     flow = reversing_flow()
     first = flow.return_reference
     commands = flow.feed(DerivUnknown(first, "socket closed"))
-    assert commands[0] == FindDerivTransfer(first, USD, "CR100001", flow.state.created_at_ms)
+    sent_at = flow.state.return_sent_at_ms
+    assert sent_at > flow.state.created_at_ms  # the statement is read from the return on
+    assert commands[0] == FindDerivTransfer(first, USD, "CR100001", sent_at)
     for _ in range(TIMINGS.deriv_lookups_max):
         flow.feed(Deadline("deriv_lookup"), DerivLookup(first, None))
     second = flow.return_reference
@@ -638,7 +640,9 @@ def test_recovery_never_resends_a_return() -> None:
     flow = reversing_flow()
     commands = flow.restart()
     assert flow.returns() and not any(isinstance(c, CreditDeriv) for c in commands)
-    lookup = FindDerivTransfer(flow.return_reference, USD, "CR100001", flow.state.created_at_ms)
+    lookup = FindDerivTransfer(
+        flow.return_reference, USD, "CR100001", flow.state.return_sent_at_ms
+    )
     assert lookup in commands
     assert flow.state.return_unknown
     assert "fx_reversal" in [c.posting.name for c in commands if isinstance(c, PostLedger)]
