@@ -26,6 +26,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from penpay.actors.agent_terms import keep_to_agent_terms
 from penpay.actors.callbacks import CallbackTokens
 from penpay.actors.daraja import DarajaClient, DarajaClientConfig
 from penpay.actors.deriv import DerivGateway, GatewayConfig
@@ -430,6 +431,7 @@ async def assemble(
     register_transactions(system, deps)
     await resume_unfinished(system, payments)
     nursery.start_soon(run_unstarted_sweeper, payments)
+    nursery.start_soon(keep_to_agent_terms, gateway, payments)
 
     readiness = {
         "engine": lambda: True,

@@ -16,6 +16,17 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     withdrawal_max_usd_cents: int = 100_000
     daily_cap_usd_cents: int = 200_000
 
+    def within(self, low: int, high: int) -> Limits:
+        """These limits narrowed to ``[low, high]`` per transaction (a payment agent's
+        terms: Deriv refuses a transfer or a withdrawal outside them)."""
+        return msgspec.structs.replace(
+            self,
+            deposit_min_usd_cents=max(self.deposit_min_usd_cents, low),
+            deposit_max_usd_cents=min(self.deposit_max_usd_cents, high),
+            withdrawal_min_usd_cents=max(self.withdrawal_min_usd_cents, low),
+            withdrawal_max_usd_cents=min(self.withdrawal_max_usd_cents, high),
+        )
+
     def bounds(self, type: TransactionType) -> tuple[int, int]:
         if type is TransactionType.DEPOSIT:
             return self.deposit_min_usd_cents, self.deposit_max_usd_cents

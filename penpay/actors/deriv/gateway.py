@@ -508,6 +508,18 @@ class DerivGateway:
             raise ProtocolViolation(f"balance is not an amount: {body!r}")
         return cents
 
+    async def payment_agent_limits(self) -> tuple[int | None, int | None]:
+        """The agent's own per-transfer limits in cents, ``(min, max)``; None: Deriv's default.
+
+        ``paymentagent_details`` needs the token's ``admin`` scope (protocols.md 2.9).
+        """
+        body = (await self._agent_call({"paymentagent_details": 1}))["paymentagent_details"]
+        if not isinstance(body, dict):
+            raise ProtocolViolation(f"paymentagent_details is not an object: {body!r}")
+        return number_to_cents(body.get("min_withdrawal")), number_to_cents(
+            body.get("max_withdrawal")
+        )
+
     async def paymentagent_transfer(
         self,
         transfer_to: str,

@@ -62,6 +62,7 @@ RATE_LIMIT_CODES = frozenset({"RateLimit", "RateLimitExceeded"})
 REQUIRED_SCOPES: dict[str, tuple[str, ...]] = {
     "balance": ("read", "trading_information"),
     "statement": ("read",),
+    "paymentagent_details": ("admin",),
     "paymentagent_transfer": ("payments",),
     "paymentagent_withdraw": ("payments",),
 }
@@ -103,6 +104,7 @@ class DerivSession:
             "forget_all": self._forget_all,
             "statement": self._statement,
             "verify_email": self._verify_email,
+            "paymentagent_details": self._paymentagent_details,
             "paymentagent_transfer": self._paymentagent_transfer,
             "paymentagent_withdraw": self._paymentagent_withdraw,
         }
@@ -402,6 +404,24 @@ class DerivSession:
             body["transaction_id"] = move.transaction_id
         self._last_move = move
         return body
+
+    def _paymentagent_details(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The caller's payment-agent profile; its limits as numbers (protocols.md 2.9)."""
+        account = self._account()
+        terms = account.payment_agent
+        if terms is None:
+            return {"paymentagent_details": {"can_apply": 1}}
+        return {
+            "paymentagent_details": {
+                "can_apply": 0,
+                "payment_agent_name": terms.name or account.fullname,
+                "currency_code": account.currency,
+                "min_withdrawal": cents_to_number(terms.min_cents),
+                "max_withdrawal": cents_to_number(terms.max_cents),
+                "commission_deposit": 0,
+                "commission_withdrawal": 0,
+            }
+        }
 
     def _injected_error(
         self, msg_type: str, request: dict[str, Any], fault: Fault

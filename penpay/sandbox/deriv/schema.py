@@ -138,6 +138,10 @@ SCHEMAS: dict[str, tuple[dict[str, Check], frozenset[str]]] = {
         },
         frozenset({"verify_email", "type"}),
     ),
+    "paymentagent_details": (
+        {"paymentagent_details": one_of(1)},
+        frozenset({"paymentagent_details"}),
+    ),
     "paymentagent_transfer": (
         {
             "paymentagent_transfer": one_of(1),
