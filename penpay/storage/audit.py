@@ -28,6 +28,7 @@ import msgspec
 from penpay.engine.clock import Clock
 from penpay.errors import PenPayError
 from penpay.storage.pg import Connection, Database, Record
+from penpay.text import storable_text
 
 GENESIS_HASH = bytes(32)
 #: Advisory-lock key that gives audit appends one order (any fixed 64-bit number).
@@ -101,7 +102,7 @@ def check_entry(actor: str, action: str, subject: str, payload: Mapping[str, Any
 
 def check_text(field: str, text: str) -> None:
     """Refuse text PostgreSQL cannot store: NUL and lone surrogates."""
-    if "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text):
+    if not storable_text(text):
         raise AuditPayloadError(f"audit field {field!r} holds NUL or a lone surrogate")
 
 

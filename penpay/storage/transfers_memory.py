@@ -18,9 +18,10 @@ import trio
 
 from penpay.actors.ledger.chart import Chart
 from penpay.actors.ledger.errors import TransferRowRefused, TransferStoreUnavailable
-from penpay.actors.ledger.model import Transfer
+from penpay.actors.ledger.model import AMOUNT_CENTS_MAX, Transfer
 from penpay.actors.ledger.store import CommitOutcome, TransferPage
 from penpay.money import Currency
+from penpay.text import storable_text
 
 FailurePoint = Literal["before", "after"] | None
 
@@ -30,6 +31,10 @@ def check_row(transfer: Transfer, accounts: Mapping[str, Currency]) -> None:
     t = transfer
     if t.amount_cents <= 0:
         raise TransferRowRefused(f"{t.id}: amount_cents must be > 0")
+    if t.amount_cents > AMOUNT_CENTS_MAX:
+        raise TransferRowRefused(f"{t.id}: amount_cents is out of range for bigint")
+    if not storable_text(t.code) or not storable_text(t.transaction_id or ""):
+        raise TransferRowRefused(f"{t.id}: text PostgreSQL cannot store (NUL or a surrogate)")
     if t.debit_account == t.credit_account:
         raise TransferRowRefused(f"{t.id}: debit and credit account are the same")
     for account in (t.debit_account, t.credit_account):

@@ -36,6 +36,8 @@ BASE = transfer("t", "mpesa_float", "customer_in_transit_kes", 100)
         ({"amount_cents": 0}, R.AMOUNT_MUST_BE_POSITIVE),
         ({"amount_cents": -5}, R.AMOUNT_MUST_BE_POSITIVE),
         ({"amount_cents": True}, R.AMOUNT_MUST_BE_POSITIVE),
+        ({"amount_cents": 2**63 - 1}, R.OK),
+        ({"amount_cents": 2**63}, R.AMOUNT_TOO_LARGE),  # no bigint holds it
         ({"credit_account": "mpesa_float"}, R.ACCOUNTS_MUST_BE_DIFFERENT),
         ({"debit_account": "nope"}, R.DEBIT_ACCOUNT_NOT_FOUND),
         ({"credit_account": "nope"}, R.CREDIT_ACCOUNT_NOT_FOUND),
@@ -43,6 +45,8 @@ BASE = transfer("t", "mpesa_float", "customer_in_transit_kes", 100)
         ({"credit_account": "customer_in_transit_usd"}, R.CURRENCY_MISMATCH),
         ({"code": "x" * 65}, R.CODE_TOO_LONG),
         ({"transaction_id": "x" * 65}, R.TRANSACTION_ID_TOO_LONG),
+        ({"code": "a\x00b"}, R.TEXT_NOT_STORABLE),  # PostgreSQL text refuses NUL
+        ({"transaction_id": "lone \ud800"}, R.TEXT_NOT_STORABLE),
         ({"pending_id": tid("p")}, R.PENDING_ID_MUST_NOT_BE_SET),
         ({"kind": TransferKind.POST_PENDING}, R.PENDING_ID_MUST_BE_UUID),
         ({"kind": TransferKind.VOID_PENDING, "pending_id": "zz"}, R.PENDING_ID_MUST_BE_UUID),

@@ -174,3 +174,20 @@ async def test_postgres_rows_are_append_only(pg_db: Database) -> None:
             " VALUES (gen_random_uuid(), 'mpesa_float', 'owner_equity_kes', -1, 'KES',"
             f" 'posted', '', 0, '{tid('g')}')"
         )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"amount_cents": 2**63}, {"code": "a\x00b"}, {"transaction_id": "lone \ud800"}],
+    ids=["bigint", "nul", "surrogate"],
+)
+async def test_both_stores_refuse_a_row_postgresql_cannot_hold(
+    any_store: TransferStore, changes: dict[str, object]
+) -> None:
+    """The twin committed what PostgreSQL refuses, so the simulation never saw it."""
+    row = msgspec.structs.replace(
+        t_("a", "g1", "mpesa_float", "owner_equity_kes", 100), **changes  # type: ignore[arg-type]
+    )
+    with pytest.raises(TransferRowRefused):
+        await any_store.commit(tid("g1"), [row])
+    assert await any_store.get_transfers([row.id]) == {}

@@ -26,9 +26,12 @@ import msgspec
 
 from penpay.actors.ledger.chart import AccountSpec, Chart, Side
 from penpay.money import Currency
+from penpay.text import storable_text
 
 #: Longest accepted ``code`` (the reason a transfer was made) and ``transaction_id``.
 TEXT_FIELD_CHARS_MAX = 64
+#: The largest amount a transfer row can hold (PostgreSQL's bigint).
+AMOUNT_CENTS_MAX = 2**63 - 1
 #: Most transfers one linked group may hold (TigerBeetle's batch limit is 8,190).
 GROUP_TRANSFERS_MAX = 64
 
@@ -54,12 +57,15 @@ class ResultCode(enum.StrEnum):
     DUPLICATE_ID_IN_GROUP = "duplicate_id_in_group"
     GROUP_TOO_LARGE = "group_too_large"
     AMOUNT_MUST_BE_POSITIVE = "amount_must_be_positive"
+    AMOUNT_TOO_LARGE = "amount_too_large"
     ACCOUNTS_MUST_BE_DIFFERENT = "accounts_must_be_different"
     DEBIT_ACCOUNT_NOT_FOUND = "debit_account_not_found"
     CREDIT_ACCOUNT_NOT_FOUND = "credit_account_not_found"
     CURRENCY_MISMATCH = "currency_mismatch"
     CODE_TOO_LONG = "code_too_long"
     TRANSACTION_ID_TOO_LONG = "transaction_id_too_long"
+    #: NUL or a lone surrogate: text PostgreSQL cannot store.
+    TEXT_NOT_STORABLE = "text_not_storable"
     PENDING_ID_MUST_BE_UUID = "pending_id_must_be_uuid"
     PENDING_ID_MUST_NOT_BE_SET = "pending_id_must_not_be_set"
     PENDING_ID_MUST_BE_DIFFERENT = "pending_id_must_be_different"
@@ -160,6 +166,8 @@ def validate_transfer(transfer: Transfer, chart: Mapping[str, AccountSpec]) -> R
         return ResultCode.AMOUNT_MUST_BE_POSITIVE
     if t.amount_cents <= 0:
         return ResultCode.AMOUNT_MUST_BE_POSITIVE
+    if t.amount_cents > AMOUNT_CENTS_MAX:
+        return ResultCode.AMOUNT_TOO_LARGE
     if t.debit_account == t.credit_account:
         return ResultCode.ACCOUNTS_MUST_BE_DIFFERENT
     debit = chart.get(t.debit_account)
@@ -174,6 +182,8 @@ def validate_transfer(transfer: Transfer, chart: Mapping[str, AccountSpec]) -> R
         return ResultCode.CODE_TOO_LONG
     if t.transaction_id is not None and len(t.transaction_id) > TEXT_FIELD_CHARS_MAX:
         return ResultCode.TRANSACTION_ID_TOO_LONG
+    if not storable_text(t.code) or not storable_text(t.transaction_id or ""):
+        return ResultCode.TEXT_NOT_STORABLE
     if t.kind.resolves_pending:
         if t.pending_id is None or not _is_canonical_uuid(t.pending_id):
             return ResultCode.PENDING_ID_MUST_BE_UUID

@@ -47,6 +47,7 @@ from penpay.actors.ledger.errors import (
     AccountRefused,
     LedgerOutcomeUnknown,
     LedgerUnavailable,
+    TransferRowRefused,
     TransferStoreUnavailable,
 )
 from penpay.actors.ledger.model import (
@@ -72,6 +73,8 @@ log = logging.getLogger("penpay.ledger")
 PENDING_CACHE_ENTRIES_MAX = 100_000
 #: Rows read per store round trip when reconciling.
 RECONCILE_PAGE_ROWS = 5_000
+#: How long one group may take from its first hold to its last confirm, at most.
+APPLY_DEADLINE_S = 300.0
 
 
 class TransferResult(msgspec.Struct, frozen=True):
@@ -219,9 +222,28 @@ class Ledger:
             for t in transfers
         ]
         legs = _legs(stamped, pending)
+        # From the first hold to the last confirm the group must run to its end:
+        # a caller cancelled half-way (a client that hung up) would leave holds
+        # that count against the accounts' flags, or rows the accounts never
+        # apply. Every step is bounded by its own timeout; the deadline is a net.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + APPLY_DEADLINE_S
+            if all(t.pending_id is not None for t in transfers):
+                return await self._commit_resolutions(transfers, stamped, group_id, legs)
+            return await self._hold_commit_confirm(transfers, stamped, group_id, legs)
+        raise LedgerOutcomeUnknown(
+            f"group {group_id} did not finish within {APPLY_DEADLINE_S:g} s; recovery settles it"
+        )
+
+    async def _hold_commit_confirm(
+        self,
+        transfers: Sequence[Transfer],
+        stamped: Sequence[Transfer],
+        group_id: str,
+        legs: Mapping[str, list[Leg]],
+    ) -> GroupResult:
+        """Hold on every account, commit the rows, then confirm (or release) the holds."""
         accounts = sorted(legs)
-        if all(t.pending_id is not None for t in transfers):
-            return await self._commit_resolutions(transfers, stamped, group_id, legs)
         asked: list[str] = []
         try:
             for account in accounts:
@@ -244,6 +266,9 @@ class Ledger:
             outcome = await self.store.commit(group_id, stamped)
         except TransferStoreUnavailable as exc:
             outcome = await self._decide_unknown(group_id, accounts, exc)
+        except TransferRowRefused:
+            await self._tell_all(accounts, Release(group_id))  # the server refused: nothing written
+            raise
         if outcome is CommitOutcome.COMMITTED:
             await self._tell_all(accounts, Confirm(group_id))
             self._remember(stamped)
@@ -276,9 +301,8 @@ class Ledger:
         except TransferStoreUnavailable as exc:
             outcome = await self._decide_unknown(group_id, accounts, exc)
         if outcome is CommitOutcome.COMMITTED:
-            with trio.CancelScope(shield=True):  # as in _tell_all
-                for account in accounts:
-                    await self._tell(account, ApplyResolutions(group_id, tuple(legs[account])))
+            for account in accounts:
+                await self._tell(account, ApplyResolutions(group_id, tuple(legs[account])))
             self._remember(stamped)
             return GroupResult(
                 tuple(TransferResult(t.id, ResultCode.OK) for t in transfers), group_id
@@ -444,13 +468,10 @@ class Ledger:
     ) -> None:
         """Best effort: an account that cannot take it resolves the hold on its next activation.
 
-        Shielded: once the store has decided, a caller cancelled halfway would
-        leave the group confirmed on some accounts and held on the others,
-        and a hot account is never idle long enough to be re-activated.
+        (The caller's shield keeps a cancelled caller from stopping halfway.)
         """
-        with trio.CancelScope(shield=True):
-            for account in accounts:
-                await self._tell(account, message)
+        for account in accounts:
+            await self._tell(account, message)
 
     async def _tell(self, account: str, message: Confirm | Release | ApplyResolutions) -> None:
         ref = self._ref(account)

@@ -1,0 +1,92 @@
+"""A caller cancelled while its group is being applied: the group still runs to its end.
+
+A caller cancelled between its holds and the store's verdict (a client that
+hung up on the capital route, a timeout around a posting) left every hold
+reserved, counting against the accounts' flags, or a committed group that the
+account actors never applied; only a restart cleaned them up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import trio
+import trio.testing
+
+from penpay.actors.ledger import LedgerAccount, ResultCode, Transfer
+from penpay.actors.ledger.account import GetHeldGroups
+from penpay.actors.ledger.store import CommitOutcome
+from penpay.engine.testing import settle
+from penpay.storage.transfers_memory import InMemoryTransferStore
+from tests.ledger.helpers import fund, open_ledger, tid, transfer
+
+
+async def test_a_caller_cancelled_during_the_commit_leaves_no_hold(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    store = InMemoryTransferStore(latency_s=0.01)
+    async with open_ledger(store=store) as ledger:
+        await fund(ledger, kes_cents=1000)
+        await settle(ledger.system)
+        # The caller (a transaction actor, an HTTP request) is cancelled while the
+        # commit is on its way: e.g. a timeout around the posting.
+        with trio.move_on_after(0.005):
+            await ledger.create_transfers(
+                [transfer("t", "suspense_kes", "mpesa_float", 1000)]  # a payout
+            )
+        await settle(ledger.system)
+        # The group went through although its caller left; no hold is left behind.
+        assert store.all_transfers()[-1].id == tid("t")
+        held = await ledger.system.ref(LedgerAccount, "mpesa_float").ask(GetHeldGroups())
+        assert held == []
+        assert (await ledger.reconcile()).clean
+
+
+class _SlowAckStore(InMemoryTransferStore):
+    """Commits at once, answers late (a slow acknowledgement from the database)."""
+
+    async def commit(self, group_id: str, transfers: Sequence[Transfer]) -> CommitOutcome:
+        outcome = await super().commit(group_id, transfers)
+        await trio.sleep(0.01)
+        return outcome
+
+
+async def test_a_caller_cancelled_before_the_commits_answer_leaves_it_applied(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    store = _SlowAckStore()
+    async with open_ledger(store=store) as ledger:
+        await fund(ledger, kes_cents=1000)
+        await settle(ledger.system)
+        with trio.move_on_after(0.005):
+            await ledger.create_transfers(
+                [transfer("t", "mpesa_float", "customer_in_transit_kes", 400)]
+            )
+        await settle(ledger.system)
+        assert any(t.id == tid("t") for t in store.all_transfers())
+        report = await ledger.reconcile()
+        assert report.clean, report
+
+
+async def test_a_caller_cancelled_at_once_leaves_no_hold(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    store = InMemoryTransferStore()
+    async with open_ledger(store=store) as ledger:
+        await fund(ledger, kes_cents=1000)
+        await settle(ledger.system)
+        with trio.CancelScope() as scope:
+            scope.cancel()  # cancelled at its first schedule point
+            await ledger.create_transfers(
+                [transfer("t", "mpesa_float", "customer_in_transit_kes", 1000)]
+            )
+        await settle(ledger.system)
+        held = {
+            code: await ledger.system.ref(LedgerAccount, code).ask(GetHeldGroups())
+            for code in ("mpesa_float", "customer_in_transit_kes")
+        }
+        assert all(not groups for groups in held.values()), held
+        r = await ledger.create_transfers(
+            [transfer("u", "mpesa_float", "customer_in_transit_kes", 1)]
+        )
+        assert r.codes == [ResultCode.OK], r.codes
