@@ -33,7 +33,7 @@ from penpay.actors.deriv import DerivGateway, GatewayConfig
 from penpay.actors.deriv.transport import websocket_connector
 from penpay.actors.deriv_actor import DerivGatewayActor
 from penpay.actors.fx import FxPolicy
-from penpay.actors.ledger import DEFAULT_CHART, Ledger
+from penpay.actors.ledger import DEFAULT_CHART, Ledger, run_unknown_settler
 from penpay.actors.ledger_port import LedgerAdapter, fund
 from penpay.actors.limits_view import limits_provider
 from penpay.actors.mpesa import CallbackUrls, MpesaGateway, refused_words
@@ -346,6 +346,7 @@ async def assemble(
     # The ledger, its floats funded (in sandbox mode) to match the sandboxes.
     ledger = Ledger(system, transfer_store, DEFAULT_CHART)
     await ledger.start()
+    nursery.start_soon(run_unknown_settler, ledger)
     if boxes.deriv_world is not None or settings.sandbox_seeded:
         await fund(
             ledger, name="sandbox_deriv_float", float_account=Account.DERIV_FLOAT,

@@ -30,7 +30,7 @@ from penpay.actors.daraja import DarajaClient, DarajaClientConfig
 from penpay.actors.deriv import DerivGateway, GatewayConfig
 from penpay.actors.deriv_actor import DerivGatewayActor
 from penpay.actors.fx import FxPolicy
-from penpay.actors.ledger import DEFAULT_CHART, Ledger, LedgerAccount
+from penpay.actors.ledger import DEFAULT_CHART, Ledger, LedgerAccount, run_unknown_settler
 from penpay.actors.ledger_port import LedgerAdapter, fund
 from penpay.actors.limits_view import limits_provider
 from penpay.actors.mpesa import CallbackUrls, MpesaGateway
@@ -178,6 +178,7 @@ async def assemble_sim(
     ledger = Ledger(system, durable.transfers, DEFAULT_CHART)
     chaos.wrap_kind(system, LedgerAccount, lambda: LedgerAccount(DEFAULT_CHART, durable.transfers))
     await ledger.start()
+    nursery.start_soon(run_unknown_settler, ledger)
     await fund(
         ledger, name="sandbox_deriv_float", float_account=Account.DERIV_FLOAT,
         equity=Account.OWNER_EQUITY_USD, amount_cents=AGENT_FLOAT_USD_CENTS,

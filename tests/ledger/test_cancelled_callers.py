@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 import trio
 import trio.testing
 
 from penpay.actors.ledger import LedgerAccount, ResultCode, Transfer
 from penpay.actors.ledger.account import GetHeldGroups
+from penpay.actors.ledger.errors import LedgerOutcomeUnknown, TransferStoreUnavailable
 from penpay.actors.ledger.store import CommitOutcome
 from penpay.engine.testing import settle
 from penpay.storage.transfers_memory import InMemoryTransferStore
@@ -90,3 +92,29 @@ async def test_a_caller_cancelled_at_once_leaves_no_hold(
             [transfer("u", "mpesa_float", "customer_in_transit_kes", 1)]
         )
         assert r.codes == [ResultCode.OK], r.codes
+
+
+async def test_a_group_of_unknown_outcome_is_settled_once_the_store_answers(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The commit failed and the store could not be read: the holds stood until a
+    restart, a retry of the same ids was refused as in flight, and the held amount
+    kept refusing the float's payouts."""
+    store = InMemoryTransferStore()
+    async with open_ledger(store=store) as ledger:
+        await fund(ledger, kes_cents=1000)
+        payout = transfer("payout", "suspense_kes", "mpesa_float", 600)
+        store.fail_commit = lambda group: "before"
+        store.fail_reads = True
+        with pytest.raises(LedgerOutcomeUnknown):
+            await ledger.create_transfers([payout])
+        store.fail_commit = None
+        with pytest.raises(TransferStoreUnavailable):
+            await ledger.settle_unknown_groups()  # still cannot say: kept for later
+        store.fail_reads = False
+        assert await ledger.settle_unknown_groups() == 1
+        await settle(ledger.system)
+        held = await ledger.system.ref(LedgerAccount, "mpesa_float").ask(GetHeldGroups())
+        assert held == []
+        assert (await ledger.create_transfers([payout])).codes == [ResultCode.OK]
+        assert (await ledger.reconcile()).clean

@@ -30,6 +30,7 @@ from penpay.actors.ledger.service import (
     Ledger,
     ReconcileReport,
     TransferResult,
+    run_unknown_settler,
 )
 from penpay.actors.ledger.store import CommitOutcome, TransferPage, TransferStore
 
@@ -59,4 +60,5 @@ __all__ = [
     "TransferStoreUnavailable",
     "TrialBalanceLine",
     "new_transfer_id",
+    "run_unknown_settler",
 ]

@@ -176,6 +176,9 @@ class Ledger:
         self.ask_timeout_s = ask_timeout_s
         self.pending_cache_entries_max = pending_cache_entries_max
         self._pending_cache: OrderedDict[str, Transfer] = OrderedDict()
+        #: Groups whose commit outcome could not be read: the accounts and legs to
+        #: settle once the store answers (see :meth:`settle_unknown_groups`).
+        self._unknown: dict[str, Mapping[str, list[Leg]]] = {}
         system.register(
             LedgerAccount,
             lambda: LedgerAccount(chart, store),
@@ -265,7 +268,7 @@ class Ledger:
         try:
             outcome = await self.store.commit(group_id, stamped)
         except TransferStoreUnavailable as exc:
-            outcome = await self._decide_unknown(group_id, accounts, exc)
+            outcome = await self._decide_unknown(group_id, legs, exc)
         except TransferRowRefused:
             await self._tell_all(accounts, Release(group_id))  # the server refused: nothing written
             raise
@@ -299,7 +302,7 @@ class Ledger:
         try:
             outcome = await self.store.commit(group_id, stamped)
         except TransferStoreUnavailable as exc:
-            outcome = await self._decide_unknown(group_id, accounts, exc)
+            outcome = await self._decide_unknown(group_id, legs, exc)
         if outcome is CommitOutcome.COMMITTED:
             for account in accounts:
                 await self._tell(account, ApplyResolutions(group_id, tuple(legs[account])))
@@ -484,17 +487,44 @@ class Ledger:
             log.warning("ledger account %s did not take %r: %s", account, message, exc)
 
     async def _decide_unknown(
-        self, group_id: str, accounts: list[str], exc: TransferStoreUnavailable
+        self, group_id: str, legs: Mapping[str, list[Leg]], exc: TransferStoreUnavailable
     ) -> CommitOutcome:
         """The commit's outcome is unknown: fence the group, then read what happened."""
         try:
             outcomes = await self.store.resolve_groups([group_id])
         except TransferStoreUnavailable as again:
+            self._unknown[group_id] = legs
             raise LedgerOutcomeUnknown(
                 f"group {group_id}: commit failed ({exc}) and its outcome cannot be read "
-                f"({again}); holds stay reserved on {accounts} until recovery"
+                f"({again}); its holds stay on {sorted(legs)} until the store answers"
             ) from again
         return CommitOutcome.COMMITTED if outcomes[group_id] else CommitOutcome.ABORTED
+
+    async def settle_unknown_groups(self) -> int:
+        """Settle the groups whose commit outcome could not be read; how many were.
+
+        Their holds count against the accounts' flags, and a retry of the same
+        ids is refused as in flight while they stand: waiting for a restart's
+        :meth:`recover` could refuse a hot account's payouts for hours. The
+        store is asked again (which fences the group if its write never
+        landed); holds are then confirmed or released, resolutions applied.
+        Raises :class:`TransferStoreUnavailable` if the store still cannot say.
+        """
+        if not self._unknown:
+            return 0
+        groups = list(self._unknown)
+        outcomes = await self.store.resolve_groups(groups)
+        with trio.CancelScope(shield=True):
+            for group_id in groups:
+                legs = self._unknown.pop(group_id)
+                if all(leg.pending_id is not None for held in legs.values() for leg in held):
+                    if outcomes[group_id]:  # posts and voids: nothing held, apply them
+                        for account, held in sorted(legs.items()):
+                            await self._tell(account, ApplyResolutions(group_id, tuple(held)))
+                    continue
+                message = Confirm(group_id) if outcomes[group_id] else Release(group_id)
+                await self._tell_all(sorted(legs), message)
+        return len(groups)
 
     def _remember(self, transfers: Sequence[Transfer]) -> None:
         cache = self._pending_cache
@@ -560,3 +590,14 @@ class Ledger:
                 # Stored and unresolved, but its account has not confirmed it yet.
                 explained[index] = ResultCode.PENDING_TRANSFER_IN_FLIGHT
         return _failed(transfers, explained)
+
+
+async def run_unknown_settler(ledger: Ledger, *, interval_s: float = 30.0) -> None:
+    """Forever: every ``interval_s``, settle the groups of unknown outcome (run in a nursery)."""
+    while True:
+        await trio.sleep(interval_s)
+        try:
+            await ledger.settle_unknown_groups()
+        except (TransferStoreUnavailable, EngineError) as exc:
+            log.warning("groups of unknown outcome not settled yet (%s); again in %g s",
+                        exc, interval_s)
