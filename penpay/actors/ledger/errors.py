@@ -27,9 +27,10 @@ class LedgerUnavailable(LedgerError):
 class LedgerOutcomeUnknown(LedgerError):
     """The store could not confirm whether the group committed.
 
-    The holds stay reserved (they are durable) until recovery resolves them
-    from the store; retry the same request later and it answers ``ok`` or
-    ``exists`` if it committed.
+    The holds stay reserved (they are durable) until the store answers:
+    :meth:`~penpay.actors.ledger.Ledger.settle_unknown_groups` (run every
+    30 s) or recovery then confirms or releases them. Retry the same request
+    after that and it answers ``exists`` if it committed, or runs afresh.
     """
 
 
