@@ -10,6 +10,7 @@ stop taking requests, passivate every actor, then close storage.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import random
 import signal
@@ -19,6 +20,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import coredis
 import httpx
@@ -189,6 +191,37 @@ class Sandboxes:
     daraja: DarajaSandbox | None = None
 
 
+def check_providers(settings: Settings) -> None:
+    """Real Daraja and real Deriv together, or both sandboxes: never one of each.
+
+    With real Deriv and the Daraja sandbox, every deposit would be "paid" by a
+    simulated M-Pesa and credited in real USD from the agent's float. A
+    credential of a provider whose key is missing is a half-made configuration
+    too (an empty variable counts as missing), and is refused the same way.
+    """
+    daraja = {
+        name: getattr(settings, name)
+        for name in ("daraja_consumer_key", "daraja_consumer_secret", "daraja_stk_passkey",
+                     "daraja_security_credential")
+    }
+    deriv = {name: getattr(settings, name)
+             for name in ("deriv_agent_token", "deriv_agent_login_id")}
+    real_daraja = settings.daraja_consumer_key is not None
+    real_deriv = settings.deriv_agent_token is not None
+    stray = [name for name, value in daraja.items() if value is not None and not real_daraja]
+    stray += [name for name, value in deriv.items() if value is not None and not real_deriv]
+    if stray:
+        names = ", ".join(f"PENPAY_{n.upper()}" for n in stray)
+        key = "PENPAY_DARAJA_CONSUMER_KEY" if not real_daraja else "PENPAY_DERIV_AGENT_TOKEN"
+        raise ConfigurationError(f"{names} set, but {key} is missing or empty")
+    if real_daraja != real_deriv:
+        real, sandbox = ("Daraja", "Deriv") if real_daraja else ("Deriv", "Daraja")
+        raise ConfigurationError(
+            f"real {real} credentials are set but {sandbox}'s are not: PenPay runs against "
+            "both real providers or both sandboxes, never real money against a sandbox"
+        )
+
+
 async def start_sandboxes(settings: Settings, nursery: trio.Nursery, clock: Any) -> Sandboxes:
     """Start the sandboxes PenPay needs because real credentials are missing."""
     boxes = Sandboxes()
@@ -272,14 +305,40 @@ def daraja_client(settings: Settings, boxes: Sandboxes, clock: Any) -> DarajaCli
 
 
 def callback_urls(settings: Settings, boxes: Sandboxes) -> CallbackUrls:
-    """Where real Daraja will call back; a base URL it would refuse stops start-up."""
-    refused = refused_words(settings.public_base_url)
-    if refused and boxes.daraja_url is None:
+    """Where Daraja will call back; a base URL real Daraja could not use stops start-up.
+
+    A trailing ``/`` is dropped (``…//api/v1/…`` would answer 404, and Daraja
+    calls back once). Real Daraja calls public HTTPS URLs only, without the
+    words it refuses (protocols.md 1.11).
+    """
+    base = settings.public_base_url.rstrip("/")
+    url = urlsplit(base)
+    if url.scheme not in ("http", "https") or not url.hostname or url.path or url.query:
         raise ConfigurationError(
-            f"PENPAY_PUBLIC_BASE_URL holds {', '.join(refused)}: Daraja refuses callback URLs"
-            " with these words (protocols.md 1.11)"
+            f"PENPAY_PUBLIC_BASE_URL must be a scheme and host (and port), got {base!r}"
         )
-    return CallbackUrls(settings.public_base_url)
+    if boxes.daraja_url is None:
+        refused = refused_words(base)
+        if refused:
+            raise ConfigurationError(
+                f"PENPAY_PUBLIC_BASE_URL holds {', '.join(refused)}: Daraja refuses callback"
+                " URLs with these words (protocols.md 1.11)"
+            )
+        if url.scheme != "https" or _private_host(url.hostname):
+            raise ConfigurationError(
+                f"PENPAY_PUBLIC_BASE_URL must be a public https URL for real Daraja, got {base!r}"
+            )
+    return CallbackUrls(base)
+
+
+def _private_host(host: str) -> bool:
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
 
 
 def trusted_proxies(settings: Settings) -> tuple[Network, ...]:
@@ -558,6 +617,7 @@ async def serve(
     ``task_status`` gets the bound HTTP addresses once the server listens.
     """
     proxies = trusted_proxies(settings)
+    check_providers(settings)
     async with trio.open_nursery() as outer:
         if stop is None:
             stop = trio.Event()
