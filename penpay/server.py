@@ -174,7 +174,7 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         # client closes (the stack unwinds in reverse order).
         relay_nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(relay_nursery.cancel_scope.cancel)
-        relay = OutboxRelay(db, journal, redis)
+        relay = OutboxRelay(db, journal, redis, stream_key=f"{settings.redis_namespace}:events")
         await relay_nursery.start(relay.run)
         yield Storage(
             db=db, journal=journal, redis_url=redis_url,

@@ -30,7 +30,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
     redis_url: str | None = None
     log_level: str = "INFO"
-    #: Prefix of PenPay's rate-limit keys, so deployments can share one Redis.
+    #: Prefix of PenPay's Redis keys (rate limits, the ``<namespace>:events``
+    #: stream), so deployments can share one Redis.
     redis_namespace: str = "penpay"
     #: Switch the rate limits off (only for load and fuzz testing).
     rate_limits_enabled: bool = True

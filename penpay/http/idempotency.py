@@ -47,6 +47,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from penpay.engine.clock import Clock
+from penpay.errors import PenPayError
 from penpay.http.auth.body import UNDECODABLE
 from penpay.http.auth.guards import require_user
 from penpay.http.problems import Problem, http_exception_handler
@@ -215,9 +216,17 @@ async def _execute(
 async def run_reaper(
     store: IdempotencyStore, clock: Clock, *, interval_s: float = REAP_INTERVAL_S
 ) -> None:
-    """Forever: every ``interval_s``, delete finished keys older than 72 h (run in a nursery)."""
+    """Forever: every ``interval_s``, delete finished keys older than 72 h (run in a nursery).
+
+    A database that is down (a restart, a failover) only postpones the
+    next run: the reaper shares its nursery with the HTTP server and the
+    actors, which must not stop for housekeeping.
+    """
     while True:
         cutoff = clock.now() - timedelta(seconds=RETENTION_S)
-        while await store.reap(finished_before=cutoff):
-            pass
+        try:
+            while await store.reap(finished_before=cutoff):
+                pass
+        except (PenPayError, OSError) as exc:
+            log.warning("idempotency keys not reaped (%s); again in %g s", exc, interval_s)
         await trio.sleep(interval_s)
