@@ -102,8 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from penpay.errors import ConfigurationError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ConfigurationError as exc:  # a setting to fix, not a bug: one line, no traceback
+        print(f"penpay: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ generated at first run into the git-ignored ``var/`` directory.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -122,4 +123,52 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             else:
                 values[field.name] = _coerce(field.type, env[name], name)
     values.update(overrides)
-    return Settings(**values)
+    if isinstance(values.get("log_level"), str):
+        values["log_level"] = values["log_level"].upper()
+    settings = Settings(**values)
+    problems = _problems(settings)
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+    return settings
+
+
+#: Settings for which 0 means something (no window, no spread, no budget, any port).
+_ZERO_ALLOWED = frozenset({
+    "journal_batch_window_ms", "fx_spread_kes_cents", "deriv_calls_per_min",
+    "restart_intensity_max", "http_port", "sandbox_daraja_port", "sandbox_deriv_port",
+    "sandbox_deriv_control_port",
+})
+_PORTS = frozenset({"http_port", "sandbox_daraja_port", "sandbox_deriv_port",
+                    "sandbox_deriv_control_port"})
+_LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+
+
+def _problems(settings: Settings) -> list[str]:
+    """What is wrong with ``settings``, each naming its variable; [] if nothing.
+
+    Numbers must be finite and positive (or zero where zero means something),
+    ports ports, and every minimum at most its maximum: a negative timeout or
+    an ``inf`` interval would otherwise surface much later, as a hang or a
+    crash far from its cause.
+    """
+    problems = []
+    for field in msgspec.structs.fields(Settings):
+        value = getattr(settings, field.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        name = ENV_PREFIX + field.name.upper()
+        least = 0 if field.name in _ZERO_ALLOWED else 1e-9
+        if not math.isfinite(value) or value < least:
+            problems.append(f"{name}={value!r} must be a finite number "
+                            f"{'of 0 or more' if least == 0 else 'above 0'}")
+        elif field.name in _PORTS and value > 65535:
+            problems.append(f"{name}={value!r} is not a port")
+    for low, high in (("deposit_min_usd_cents", "deposit_max_usd_cents"),
+                      ("withdrawal_min_usd_cents", "withdrawal_max_usd_cents"),
+                      ("restart_backoff_min_s", "restart_backoff_max_s")):
+        if getattr(settings, low) > getattr(settings, high):
+            problems.append(f"{ENV_PREFIX}{low.upper()} is above {ENV_PREFIX}{high.upper()}")
+    if settings.log_level not in _LOG_LEVELS:
+        problems.append(f"{ENV_PREFIX}LOG_LEVEL={settings.log_level!r} is not one of "
+                        f"{', '.join(sorted(_LOG_LEVELS))}")
+    return problems
