@@ -110,6 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:  # a setting to fix, not a bug: one line, no traceback
         print(f"penpay: {exc}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:  # the same, raised inside trio's nurseries
+        matched, rest = group.split(ConfigurationError)
+        if matched is None or rest is not None:
+            raise
+        while isinstance(matched, BaseExceptionGroup):
+            matched = matched.exceptions[0]
+        print(f"penpay: {matched}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

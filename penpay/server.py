@@ -622,36 +622,63 @@ async def serve(
         if stop is None:
             stop = trio.Event()
             await outer.start(_watch_signals, stop)
-        async with open_storage(settings) as storage:
-            from penpay.engine import Clock
-
-            clock = Clock()
-            async with trio.open_nursery() as sandboxes_nursery:
-                boxes = await start_sandboxes(settings, sandboxes_nursery, clock)
-                redis = redis_from_url(storage.redis_url)
-                # Outermost first: these close only after every actor has passivated.
-                async with (
-                    open_pg_transfer_store(storage.db) as transfer_store,
-                    redis,
-                    open_actor_system(
-                        config=engine_config(settings), clock=clock, journal=storage.journal
-                    ) as system,
-                    trio.open_nursery() as services_nursery,
-                ):
-                    services = await assemble(
-                        system, settings, storage, boxes, services_nursery,
-                        transfer_store=transfer_store, redis=redis,
-                    )
-                    await hypercorn_serve(
-                        create_app(services, trusted_proxies=proxies),  # type: ignore[arg-type]
-                        hypercorn_config(settings),
-                        shutdown_trigger=stop.wait,
-                        task_status=task_status,
-                    )
-                    services_nursery.cancel_scope.cancel()
-                sandboxes_nursery.cancel_scope.cancel()
+        starting, serving = trio.CancelScope(), trio.Event()
+        outer.start_soon(_abandon_start_up, stop, serving, starting)
+        with starting:
+            await _run_until(stop, serving, settings, proxies, task_status)
         log.info("stopped")
         outer.cancel_scope.cancel()
+
+
+async def _abandon_start_up(
+    stop: trio.Event, serving: trio.Event, starting: trio.CancelScope
+) -> None:
+    """A stop asked for before PenPay serves (say, while the database is still
+    unreachable) ends the start-up; once serving, Hypercorn's orderly shutdown
+    takes it."""
+    await stop.wait()
+    if not serving.is_set():
+        log.info("stop requested during start-up")
+        starting.cancel()
+
+
+async def _run_until(
+    stop: trio.Event,
+    serving: trio.Event,
+    settings: Settings,
+    proxies: tuple[Network, ...],
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
+    """Open everything, recover, then serve until ``stop`` (the body of :func:`serve`)."""
+    async with open_storage(settings) as storage:
+        from penpay.engine import Clock
+
+        clock = Clock()
+        async with trio.open_nursery() as sandboxes_nursery:
+            boxes = await start_sandboxes(settings, sandboxes_nursery, clock)
+            redis = redis_from_url(storage.redis_url)
+            # Outermost first: these close only after every actor has passivated.
+            async with (
+                open_pg_transfer_store(storage.db) as transfer_store,
+                redis,
+                open_actor_system(
+                    config=engine_config(settings), clock=clock, journal=storage.journal
+                ) as system,
+                trio.open_nursery() as services_nursery,
+            ):
+                services = await assemble(
+                    system, settings, storage, boxes, services_nursery,
+                    transfer_store=transfer_store, redis=redis,
+                )
+                serving.set()
+                await hypercorn_serve(
+                    create_app(services, trusted_proxies=proxies),  # type: ignore[arg-type]
+                    hypercorn_config(settings),
+                    shutdown_trigger=stop.wait,
+                    task_status=task_status,
+                )
+                services_nursery.cancel_scope.cancel()
+            sandboxes_nursery.cancel_scope.cancel()
 
 
 def main() -> int:

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import trio
 
-from penpay.storage.pg import Database, DatabaseError, open_database
+from penpay.errors import ConfigurationError
+from penpay.storage.pg import (
+    Database,
+    DatabaseError,
+    DatabaseMisconfigured,
+    QueryFailed,
+    open_database,
+)
 
 log = logging.getLogger("penpay.storage.connect")
 
@@ -39,13 +46,16 @@ class Readiness:
 
 
 def redact(url: str) -> str:
-    """``url`` without its password, safe for logs."""
+    """``url`` without its password (in the userinfo or a ``password=`` option), for logs."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "password" for name, _ in query):
+        hidden = [(name, "***" if name == "password" else value) for name, value in query]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    return urlunsplit(parts)
 
 
 async def connect_with_retry(
@@ -72,6 +82,8 @@ async def connect_with_retry(
         try:
             db = await open_database(url, pool_size_max=pool_size_max)
         except DatabaseError as exc:
+            if _cannot_heal(exc):
+                raise ConfigurationError(f"database {redact(url)}: {exc}") from None
             reason = f"database {redact(url)} unreachable: {exc}"
             if readiness is not None:
                 readiness.set_not_ready(reason)
@@ -88,3 +100,15 @@ async def connect_with_retry(
         if readiness is not None:
             readiness.set_ready()
         return db
+
+
+#: SQLSTATEs a retry cannot cure: the role or password (class 28), the database's name.
+_MISCONFIGURED_SQLSTATES = ("28", "3D000")
+
+
+def _cannot_heal(error: DatabaseError) -> bool:
+    """A malformed URL, a wrong password or database name: a configuration to fix."""
+    if isinstance(error, DatabaseMisconfigured):
+        return True
+    state = getattr(error, "sqlstate", None) or ""
+    return isinstance(error, QueryFailed) and state.startswith(_MISCONFIGURED_SQLSTATES)

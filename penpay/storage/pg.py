@@ -51,6 +51,10 @@ class ConnectionLost(DatabaseError):
     """The connection failed during the call: whether it took effect is unknown."""
 
 
+class DatabaseMisconfigured(DatabaseError):
+    """The URL or the credentials are wrong: trying again cannot help."""
+
+
 class QueryFailed(DatabaseError):
     """The server rejected the statement; ``sqlstate`` says why."""
 
@@ -72,6 +76,8 @@ _CONNECTION_ENDED = (
 
 
 def _translate(exc: BaseException) -> BaseException:
+    if isinstance(exc, asyncpg.ClientConfigurationError):  # a malformed URL or option
+        return DatabaseMisconfigured(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, asyncpg.PostgresError):
         if isinstance(exc, _CONNECTION_ENDED):
             return ConnectionLost(f"{type(exc).__name__}: {exc}")

@@ -18,8 +18,9 @@ from penpay.engine import (
     JournalUnavailable,
     open_actor_system,
 )
+from penpay.errors import ConfigurationError
 from penpay.storage import pg
-from penpay.storage.connect import Readiness, connect_with_retry
+from penpay.storage.connect import Readiness, connect_with_retry, redact
 from penpay.storage.journal import WRITER_APPLICATION_NAME, open_pg_journal
 from penpay.storage.pg import ConnectionLost, Database, DatabaseError
 from penpay.storage.testing import fresh_database, with_database
@@ -268,3 +269,24 @@ def test_with_database_rewrites_only_the_name() -> None:
         with_database("postgresql://u@/postgres?host=/tmp/x", "t1")
         == "postgresql://u@/t1?host=/tmp/x"
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://penpay@127.0.0.1/penpay",
+        "postgresql://postgres@127.0.0.1:5432/postgres?sslmode=bogus",
+    ],
+)
+async def test_a_malformed_database_url_is_a_configuration_error_not_an_outage(
+    url: str,
+) -> None:
+    """Retried as if the server were down, it kept start-up waiting for ever."""
+    with trio.fail_after(10), pytest.raises(ConfigurationError, match="database"):
+        await connect_with_retry(url, attempts_max=None)
+
+
+def test_a_password_given_as_an_option_is_redacted_too() -> None:
+    url = "postgresql://penpay:secret1@db:5432/penpay?sslmode=require&password=secret2"
+    shown = redact(url)
+    assert "secret" not in shown and "sslmode=require" in shown
