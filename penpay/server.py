@@ -324,7 +324,10 @@ def callback_urls(settings: Settings, boxes: Sandboxes) -> CallbackUrls:
                 f"PENPAY_PUBLIC_BASE_URL holds {', '.join(refused)}: Daraja refuses callback"
                 " URLs with these words (protocols.md 1.11)"
             )
-        if url.scheme != "https" or _private_host(url.hostname):
+        # Seeded peers are sandboxes another process started (PENPAY_SANDBOX_SEEDED):
+        # they call back on loopback, over plain http.
+        public = not settings.sandbox_seeded
+        if public and (url.scheme != "https" or _private_host(url.hostname)):
             raise ConfigurationError(
                 f"PENPAY_PUBLIC_BASE_URL must be a public https URL for real Daraja, got {base!r}"
             )

@@ -90,3 +90,10 @@ def test_real_daraja_needs_a_public_https_base_url(url: str) -> None:
 def test_the_sandbox_takes_the_default_loopback_url() -> None:
     sandbox = Sandboxes(daraja_url="http://127.0.0.1:9")
     assert callback_urls(load_settings({}), sandbox).base == "http://127.0.0.1:8000"
+
+
+def test_sandboxes_started_elsewhere_call_back_on_loopback() -> None:
+    """PENPAY_SANDBOX_SEEDED: Daraja's client settings point at a sandbox on loopback."""
+    settings = load_settings({"PENPAY_SANDBOX_SEEDED": "1",
+                              "PENPAY_PUBLIC_BASE_URL": "http://127.0.0.1:8123"})
+    assert callback_urls(settings, Sandboxes()).base == "http://127.0.0.1:8123"
