@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
@@ -328,6 +328,8 @@ class ActorSystem:
         self.journal = journal
         self._props: dict[type[Actor], ActorProps] = {}
         self._live: dict[tuple[type[Actor], str], _Activation] = {}
+        #: Restarts per actor kind since the system started (for operators' counters).
+        self.restarts_by_kind: Counter[str] = Counter()
         self._closing = False
         self._tasks_done = trio.Event()
         self._running_tasks = 0
@@ -511,6 +513,7 @@ class ActorSystem:
                 while act.failures and act.failures[0] <= now - policy.window_s:
                     act.failures.popleft()
                 act.restarts += 1
+                self.restarts_by_kind[act.kind.kind] += 1
                 if len(act.failures) > policy.max_restarts:
                     log.error(
                         "%s parked after %d crashes in %g s: %r",

@@ -8,6 +8,7 @@ batches and transactions by status are read when scraped.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Iterator
@@ -21,6 +22,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from penpay.engine import ActorSystem
+from penpay.errors import PenPayError
+
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -39,20 +43,20 @@ class _EngineCollector(Collector):
         )
         depth = GaugeMetricFamily("penpay_mailbox_depth", "Queued messages", labels=["kind"])
         restarts = CounterMetricFamily(
-            "penpay_actor_restarts", "Restarts of live actors", labels=["kind"]
+            "penpay_actor_restarts", "Actor restarts since the process started", labels=["kind"]
         )
         by_status: Tally[tuple[str, str]] = Tally()
         depths: Tally[str] = Tally()
-        restart_counts: Tally[str] = Tally()
         for info in self.system.actors():
             by_status[(info.kind, info.status.value)] += 1
             depths[info.kind] += info.mailbox_depth
-            restart_counts[info.kind] += info.restarts
         for (kind, status), count in sorted(by_status.items()):
             actors.add_metric([kind, status], count)
         for kind, total in sorted(depths.items()):
             depth.add_metric([kind], total)
-        for kind, total in sorted(restart_counts.items()):
+        # Kept by the system, not summed over live actors: one that passivates
+        # must not make a counter go down (Prometheus would read a reset).
+        for kind, total in sorted(self.system.restarts_by_kind.items()):
             restarts.add_metric([kind], total)
         yield from (actors, depth, restarts)
         journal: Any = self.system.journal  # the PostgreSQL journal counts its batches
@@ -123,5 +127,10 @@ async def metrics_route(request: Request) -> Response:
     services = request.app.state.services
     metrics: Metrics = request.app.state.metrics
     if services.payments is not None:
-        metrics.engine.transactions_by_status = await services.payments.index.count_by_status()
+        try:
+            counts = await services.payments.index.count_by_status()
+        except PenPayError as exc:  # the database is down: the rest is still worth scraping
+            log.warning("transactions by status not counted: %s", exc)
+        else:
+            metrics.engine.transactions_by_status = counts
     return Response(metrics.render(), media_type=CONTENT_TYPE)

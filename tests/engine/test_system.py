@@ -83,6 +83,20 @@ async def test_a_crash_replies_to_the_asker_and_spares_siblings(
         assert victim_info is not None
         assert victim_info.restarts == 1
         assert victim_info.status is ActorStatus.RUNNING
+        assert system.restarts_by_kind == {"recorder": 1}
+
+
+async def test_restarts_are_counted_for_good_though_the_actor_passivates(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A counter that fell when an actor passivated would read as a reset to Prometheus."""
+    config = EngineConfig(supervision=FAST_RESTARTS, passivate_after_s=10)
+    async with open_test_system(config=config) as system:
+        with pytest.raises(ActorCrashed):
+            await system.ref(Recorder, "victim").ask(Crash("kaput"))
+        await trio.sleep(60)  # idle: passivated
+        assert system.info(Recorder, "victim") is None
+        assert system.restarts_by_kind == {"recorder": 1}
 
 
 async def test_restart_restores_persisted_state(autojump_clock: trio.abc.Clock) -> None:
