@@ -179,8 +179,7 @@ def _status_input(body: bytes, transaction_id: str) -> B2CResult:
     """
     status = daraja.parse_transaction_status_result(body)
     result = status.result
-    named = status.originator_conversation_id or ""
-    about = named if transaction_id.replace("-", "") in named else ""
+    about = _ours_or_current(status.originator_conversation_id, transaction_id)
     if not result.succeeded:  # e.g. 2032: M-Pesa holds no such payout, or not yet
         return B2CResult(about, result.result_code or "1", result.result_desc,
                          from_status_query=True)
@@ -194,6 +193,20 @@ def _status_input(body: bytes, transaction_id: str) -> B2CResult:
     return B2CResult(about, None, f"payout is {status.status!r}", from_status_query=True)
 
 
+def _ours_or_current(named: str | None, transaction_id: str) -> str:
+    """The payout id an answer names, if it is one of this transaction's; else "".
+
+    Every attempt of a transaction's payouts (a refund's ``PPR<id>``, then
+    ``PPR<id>N2`` …) reports to the same URL, so the answer's own id says
+    which attempt it is about: an old attempt's late failure must not be
+    read as the current one failing. Daraja does not always echo our id
+    (protocols.md 1.5); "" then means the current attempt (the actor fills
+    it in).
+    """
+    named = named or ""
+    return named if transaction_id.replace("-", "") in named else ""
+
+
 def _b2c_input(body: bytes, transaction_id: str, *, status_answer: bool) -> B2CResult:
     result = daraja.parse_result(body)
     if status_answer or result.get("TransactionStatus") is not None:
@@ -201,7 +214,8 @@ def _b2c_input(body: bytes, transaction_id: str, *, status_answer: bool) -> B2CR
         return _status_input(body, transaction_id)
     payout = daraja.parse_b2c_result(body)
     return B2CResult(
-        originator_conversation_id="",
+        originator_conversation_id=_ours_or_current(result.originator_conversation_id,
+                                                    transaction_id),
         result_code=result.result_code,
         result_desc=result.result_desc,
         receipt=payout.receipt,
