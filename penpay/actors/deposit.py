@@ -590,9 +590,11 @@ def _decide_review_answer(
     """
     if event.result_code == "0":
         return [MpesaPaid(now_ms, state.mpesa_receipt, _deriv_reference(state, 1))]
+    code = stk_failure_code(event.result_code or "")
+    if code is None:
+        return []  # not an answer: keep asking, the operator sees the review
     if state.paid_claimed:
         return _paid_claim_contradicted(state, event, now_ms)
-    code = stk_failure_code(event.result_code or "")
     return [Failed(now_ms, code, f"M-Pesa {event.result_code}: {event.result_desc}")]
 
 
@@ -631,6 +633,8 @@ def _decide_stk_callback(
             return accepted
         return [*accepted, PaymentClaimed(now_ms, event.checkout_request_id, event.receipt)]
     code = stk_failure_code(event.result_code)
+    if code is None:
+        return accepted  # a code nobody knows is a hint at most: the STK query decides
     return [*accepted, Failed(now_ms, code, f"M-Pesa {event.result_code}: {event.result_desc}")]
 
 
@@ -641,15 +645,17 @@ def _decide_stk_query(
         return []
     if event.checkout_request_id != state.checkout_request_id:
         return []
-    if event.result_code is None:
-        if state.stk_queries >= timings.stk_queries_max:
-            return [ReviewNeeded(now_ms, "M-Pesa never gave a final answer to the STK query")]
-        return []  # the next query deadline asks again
     if event.result_code == "0":
         return [MpesaPaid(now_ms, state.mpesa_receipt, _deriv_reference(state, 1))]
+    code = stk_failure_code(event.result_code or "")
+    if code is None:  # no answer yet, or a code nobody knows: not final either way
+        if state.stk_queries >= timings.stk_queries_max:
+            unknown = "" if event.result_code is None else f" (last: {event.result_code})"
+            reason = f"M-Pesa never gave a final answer to the STK query{unknown}"
+            return [ReviewNeeded(now_ms, reason)]
+        return []  # the next query deadline asks again
     if state.paid_claimed:
         return _paid_claim_contradicted(state, event, now_ms)
-    code = stk_failure_code(event.result_code)
     return [Failed(now_ms, code, f"M-Pesa {event.result_code}: {event.result_desc}")]
 
 

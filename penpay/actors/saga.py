@@ -367,19 +367,33 @@ class SagaTimings(msgspec.Struct, frozen=True, kw_only=True):
     stk_review_queries_max: int = 288  # a day at the interval above
 
 
+#: The STK result codes that end a prompt unpaid (protocols.md 1.3), and the
+#: failure each one means. Any other code is not an answer: protocols.md says
+#: to treat an unknown code as unknown and non-terminal, re-query, then page a
+#: human, since failing the deposit could hide shillings M-Pesa did take.
 STK_FAILURES: dict[str, str] = {
     "1": "mpesa_insufficient_funds",
     "1032": "mpesa_cancelled",
     "1037": "mpesa_timeout",
-    "2001": "mpesa_wrong_pin",
     "1019": "mpesa_timeout",
-    "17": "mpesa_rejected",
-    "1001": "mpesa_rejected",
+    "2001": "mpesa_wrong_pin",
+    "17": "mpesa_rejected",  # the same amount to the same customer within 2 minutes
+    "1001": "mpesa_rejected",  # a transaction already in process for the subscriber
+    "2": "mpesa_rejected",  # limit rules: below the minimum, above the maximum,
+    "3": "mpesa_rejected",  # over the customer's daily limit, over the
+    "4": "mpesa_rejected",  # receiving account's maximum balance
+    "8": "mpesa_rejected",
+    "1025": "mpesa_failed",  # the push could not be sent
+    "9999": "mpesa_failed",
+    "2028": "mpesa_failed",  # our own configuration: product, operator, credential
+    "8006": "mpesa_failed",
+    "SFC_IC0003": "mpesa_failed",
 }
 
 
-def stk_failure_code(result_code: str) -> str:
-    return STK_FAILURES.get(result_code, "mpesa_failed")
+def stk_failure_code(result_code: str) -> str | None:
+    """The failure an STK result code means; None: not a known final answer."""
+    return STK_FAILURES.get(result_code)
 
 
 def deriv_resend_delay_ms(timings: SagaTimings, resends: int, reference: str) -> int:

@@ -163,6 +163,24 @@ def test_an_unpaid_prompt_fails_and_releases_the_float(code: str, failure: str) 
     assert not any(isinstance(c, CreditDeriv) for c in flow.commands)
 
 
+def test_an_stk_code_nobody_knows_never_fails_the_deposit() -> None:
+    """protocols.md 1.3: an unknown code is unknown and non-terminal: re-query, then a
+    human. Failing on it voided the float hold, although M-Pesa may have taken the
+    customer's shillings."""
+    flow = Flow()
+    flow.feed(START, StkPushAccepted("m1", CHECKOUT), StkCallback(CHECKOUT, "1036", "odd"))
+    assert flow.state.status is Status.AWAITING_MPESA_CALLBACK  # a hint at most
+    for _ in range(TIMINGS.stk_queries_max + 1):
+        flow.feed(Deadline("stk"), StkQueryResult(CHECKOUT, "1036", "odd"))
+    assert flow.state.status is Status.NEEDS_REVIEW
+    assert flow.state.review_reason is not None and "1036" in flow.state.review_reason
+    assert "deriv_float_released" not in flow.postings()
+    flow.feed(Deadline("stk_review"), StkQueryResult(CHECKOUT, "1036", "odd"))
+    assert flow.state.status is Status.NEEDS_REVIEW  # still not a failure
+    flow.feed(Deadline("stk_review"), StkQueryResult(CHECKOUT, "0"))
+    assert flow.state.status is Status.AWAITING_DERIV_CONFIRMATION  # paid after all
+
+
 def test_duplicate_and_late_callbacks_change_nothing() -> None:
     flow = paid_flow()
     flow.feed(DerivCredited(flow.reference, 1))
