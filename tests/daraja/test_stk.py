@@ -292,3 +292,18 @@ async def test_rejection_is_precise(env: Env, autojump_clock: MockClock) -> None
 
 def _fields(config: Any) -> dict[str, Any]:
     return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+@pytest.mark.parametrize(
+    "stamp", ["20260918120000", "20191218102115"], ids=["utc, not nairobi", "years old"]
+)
+async def test_a_timestamp_not_on_nairobi_time_is_refused(
+    env: Env, autojump_clock: MockClock, stamp: str
+) -> None:
+    """protocols.md 1.3: servers in other zones get Invalid Timestamp until they set
+    Africa/Nairobi. Accepting any stamp let a client that broke this pass its tests."""
+    for path, body in ((PUSH, _push_body(Timestamp=stamp, Password=_password(stamp))),
+                       (QUERY, _query_body("ws_CO_x", stamp))):
+        response = await env.post(path, body)
+        assert response.status_code == 400, response.text
+        assert response.json()["errorMessage"] == "Bad Request - Invalid Timestamp"

@@ -119,7 +119,7 @@ async def stk_push(sb: DarajaSandbox, request: Request) -> Response:
         cfg = sb.config
         if v.text(body, "BusinessShortCode") != cfg.stk_shortcode:
             raise v.Rejection(500, "500.001.1001", "Merchant does not exist")
-        stamp = v.timestamp(body)
+        stamp = v.timestamp(body, sb.wall_clock(), cfg.timestamp_tolerance_s)
         v.check_password(body, cfg.stk_shortcode, cfg.stk_passkey, stamp)
         if v.optional_text(body, "TransactionType") not in (
             "CustomerPayBillOnline",
@@ -165,7 +165,7 @@ async def stk_query(sb: DarajaSandbox, request: Request) -> Response:
         cfg = sb.config
         if v.text(body, "BusinessShortCode") != cfg.stk_shortcode:
             raise v.Rejection(500, "500.001.1001", "Merchant does not exist")
-        stamp = v.timestamp(body)
+        stamp = v.timestamp(body, sb.wall_clock(), cfg.timestamp_tolerance_s)
         v.check_password(body, cfg.stk_shortcode, cfg.stk_passkey, stamp)
         checkout_id = v.text(body, "CheckoutRequestID")
         tx = sb.world.stk.get(checkout_id)

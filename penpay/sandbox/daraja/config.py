@@ -39,6 +39,10 @@ class DarajaSandboxConfig:
     security_credential: str | None = None
 
     token_ttl_s: float = 3599.0
+    # How far an STK Timestamp, read as Nairobi time, may be from the sandbox's
+    # clock (protocols.md 1.3: a server in another zone gets "Invalid Timestamp").
+    # None: any real calendar time.
+    timestamp_tolerance_s: float | None = 900.0
     # Default customer behaviour delay (protocols.md 1.13: 15-30 s in reality).
     default_customer_delay_s: float = 20.0
     default_customer_balance_cents: int = 500_000 * KES_CENTS

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from penpay.sandbox.daraja.state import NAIROBI
+
 _DECODER = msgspec.json.Decoder(float_hook=Decimal)
 _MSISDN = re.compile(r"^254[17]\d{8}$")
 _TIMESTAMP = re.compile(r"^\d{14}$")
@@ -94,15 +96,21 @@ def msisdn(body: dict[str, Any], name: str) -> str:
     return value
 
 
-def timestamp(body: dict[str, Any]) -> str:
-    """``YYYYMMDDHHmmss`` that is a real calendar time."""
+def timestamp(body: dict[str, Any], now: datetime, tolerance_s: float | None) -> str:
+    """``YYYYMMDDHHmmss`` in Nairobi time, within ``tolerance_s`` of ``now``.
+
+    Daraja refuses a stamp in another zone (a server on UTC is three hours
+    off: protocols.md 1.3); None accepts any real calendar time.
+    """
     value = text(body, "Timestamp")
     if not _TIMESTAMP.match(value):
         raise bad("Timestamp")
     try:
-        datetime.strptime(value, "%Y%m%d%H%M%S")
+        stamped = datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=NAIROBI)
     except ValueError:
         raise bad("Timestamp") from None
+    if tolerance_s is not None and abs((stamped - now).total_seconds()) > tolerance_s:
+        raise bad("Timestamp")
     return value
 
 
