@@ -120,6 +120,12 @@ class _Commit:
         self.error = error
         self.done.set()
 
+    def ids(self) -> set[str]:
+        """The transfer ids and pending ids this group writes or claims."""
+        return {t.id for t in self.transfers} | {
+            t.pending_id for t in self.transfers if t.pending_id is not None
+        }
+
 
 class PgTransferStore:
     """The transfer store on PostgreSQL. Open with :func:`open_pg_transfer_store`."""
@@ -142,6 +148,8 @@ class PgTransferStore:
         self.batch_timeout_s = batch_timeout_s
         self.reconnect_backoff_s = reconnect_backoff_s
         self._send, self._recv = trio.open_memory_channel[_Commit](queue_groups_max)
+        #: Groups held back from a batch that already had one of their ids.
+        self._deferred: list[_Commit] = []
         self._conn: Connection | None = None
         #: Batches and rows committed; for metrics and benchmarks.
         self.batches_committed = 0
@@ -217,12 +225,31 @@ class PgTransferStore:
     # ------------------------------------------------------------- writer
 
     async def _next_batch(self) -> list[_Commit] | None:
-        try:
-            first = await self._recv.receive()
-        except trio.EndOfChannel:
-            return None
-        batch = [first]
+        """The next batch: groups that share no transfer or pending id.
+
+        ``ledger_commit_batch`` reads a group as a duplicate when an earlier
+        group of its batch holds one of its ids, even if that group is itself
+        refused and writes nothing; the in-memory twin, deciding one group at
+        a time, would commit it. So a group sharing an id with the batch
+        waits for the next one, and both stores decide alike.
+        """
+        if self._deferred:
+            first = self._deferred.pop(0)
+        else:
+            try:
+                first = await self._recv.receive()
+            except trio.EndOfChannel:
+                return None
+        batch, taken = [first], first.ids()
         rows = len(first.transfers)
+        waiting, self._deferred = self._deferred, []
+        for held in waiting:  # those deferred before, in their order
+            if rows < self.batch_rows_max and taken.isdisjoint(held.ids()):
+                batch.append(held)
+                taken |= held.ids()
+                rows += len(held.transfers)
+            else:
+                self._deferred.append(held)
         deadline = trio.current_time() + self.batch_window_ms / 1000
         while rows < self.batch_rows_max:
             request: _Commit | None = None
@@ -236,7 +263,11 @@ class PgTransferStore:
                 pass
             if request is None:
                 break
+            if not taken.isdisjoint(request.ids()):
+                self._deferred.append(request)
+                continue
             batch.append(request)
+            taken |= request.ids()
             rows += len(request.transfers)
         return [r for r in batch if not r.abandoned]
 
@@ -330,7 +361,7 @@ class PgTransferStore:
                 await self._drop_connection()
                 await trio.sleep(self.reconnect_backoff_s)
             except BaseException as exc:
-                for request in batch:
+                for request in [*batch, *self._deferred]:
                     if not request.done.is_set():
                         request.fail(TransferStoreUnavailable(f"transfer writer stopped: {exc!r}"))
                 raise

@@ -6,11 +6,12 @@ import msgspec
 import pytest
 import trio
 
-from penpay.actors.ledger import CommitOutcome, TransferKind, TransferRowRefused
+from penpay.actors.ledger import DEFAULT_CHART, CommitOutcome, TransferKind, TransferRowRefused
 from penpay.actors.ledger.store import TransferStore
 from penpay.money import Currency
 from penpay.storage.pg import Database, QueryFailed
 from penpay.storage.transfers import open_pg_transfer_store
+from penpay.storage.transfers_memory import InMemoryTransferStore
 from tests.ledger.helpers import tid, transfer
 
 
@@ -154,8 +155,6 @@ async def test_concurrent_groups_share_batches_and_each_decides_alone(
 @pytest.mark.storage
 async def test_postgres_rows_are_append_only(pg_db: Database) -> None:
     async with open_pg_transfer_store(pg_db) as store:
-        from penpay.actors.ledger import DEFAULT_CHART
-
         await store.register_accounts(DEFAULT_CHART)
         a = t_("a", "g", "mpesa_float", "owner_equity_kes", 1)
         assert await store.commit(tid("g"), [a]) is CommitOutcome.COMMITTED
@@ -191,3 +190,36 @@ async def test_both_stores_refuse_a_row_postgresql_cannot_hold(
     with pytest.raises(TransferRowRefused):
         await any_store.commit(tid("g1"), [row])
     assert await any_store.get_transfers([row.id]) == {}
+
+
+async def _batch_mates(store: TransferStore) -> dict[str, CommitOutcome]:
+    """g1 resubmits the stored "a" with a new "b"; g2 is "b" alone, in g1's batch."""
+    assert await store.commit(tid("g0"), [t_("a", "g0", "mpesa_float",
+                                             "owner_equity_kes", 1)]) is CommitOutcome.COMMITTED
+    outcomes: dict[str, CommitOutcome] = {}
+
+    async def commit(group: str, *names: str) -> None:
+        rows = [t_(n, group, "mpesa_float", "owner_equity_kes", 1) for n in names]
+        outcomes[group] = await store.commit(tid(group), rows)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit, "g1", "a", "b")
+        await trio.sleep(0.01)  # inside the writer's batch window below
+        nursery.start_soon(commit, "g2", "b")
+    return outcomes
+
+
+@pytest.mark.storage
+async def test_a_group_sharing_an_id_with_a_refused_batch_mate_is_decided_alone(
+    pg_db: Database,
+) -> None:
+    """PostgreSQL read a group as a duplicate when an earlier group of its batch held
+    one of its ids, even one refused itself, where the twin (one group at a time)
+    committed it: the caller was told id_in_flight for a transfer nobody stored."""
+    twin = InMemoryTransferStore()
+    await twin.register_accounts(DEFAULT_CHART)
+    expected = {"g1": CommitOutcome.DUPLICATE, "g2": CommitOutcome.COMMITTED}
+    assert await _batch_mates(twin) == expected
+    async with open_pg_transfer_store(pg_db, batch_window_ms=200) as pg:
+        await pg.register_accounts(DEFAULT_CHART)
+        assert await _batch_mates(pg) == expected
