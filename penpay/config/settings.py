@@ -140,7 +140,8 @@ _ZERO_ALLOWED = frozenset({
 })
 _PORTS = frozenset({"http_port", "sandbox_daraja_port", "sandbox_deriv_port",
                     "sandbox_deriv_control_port"})
-_LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+_LOG_LEVELS = frozenset({"NOTSET", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL",
+                         "CRITICAL"})  # the names logging.basicConfig takes
 
 
 def _problems(settings: Settings) -> list[str]:

@@ -51,7 +51,7 @@ def note_problem(note: str) -> str | None:
     if not note.strip() or len(note) > NOTE_CHARS_MAX:
         return f"1 to {NOTE_CHARS_MAX} characters"
     for char in note:
-        if char in "\n\t":
+        if char in "\r\n\t":
             continue
         if unicodedata.category(char) in ("Cc", "Cs"):
             return f"no control characters or lone surrogates (found U+{ord(char):04X})"

@@ -217,10 +217,17 @@ class PgTransferStore:
         return _page(await self._read(_SCAN, after_cursor, limit), limit)
 
     async def _read(self, sql: str, *args: Any) -> list[Record]:
+        """A read, bounded like a commit: a database that hangs is one that is down."""
+        rows: list[Record] | None = None
         try:
-            return await self._db.fetch(sql, *args)
+            with trio.move_on_after(self.batch_timeout_s):
+                rows = await self._db.fetch(sql, *args)
         except DatabaseError as exc:
             raise TransferStoreUnavailable(f"transfer store read failed: {exc}") from exc
+        if rows is None:
+            limit = f"{self.batch_timeout_s:g} s"
+            raise TransferStoreUnavailable(f"transfer store read took over {limit}")
+        return rows
 
     # ------------------------------------------------------------- writer
 

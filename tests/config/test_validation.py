@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,11 @@ def test_zero_where_zero_means_something_and_any_case_of_a_log_level_pass() -> N
         "PENPAY_DERIV_CALLS_PER_MIN": "0", "PENPAY_LOG_LEVEL": "debug",
     })
     assert settings.log_level == "DEBUG" and settings.http_port == 0
+
+
+@pytest.mark.parametrize("level", ["WARN", "NOTSET", "fatal", "warning"])
+def test_every_level_name_logging_takes_is_a_log_level(level: str) -> None:
+    logging.getLogger("penpay.test").setLevel(load_settings({"PENPAY_LOG_LEVEL": level}).log_level)
 
 
 def test_run_py_says_what_is_wrong_in_one_line() -> None:

@@ -15,6 +15,7 @@ import uuid
 import pytest
 import trio
 
+from penpay.http.params import note_problem
 from penpay.sim.chaos import Chaos
 from penpay.sim.determinism import sim_clock
 from penpay.sim.trace import Trace
@@ -66,3 +67,7 @@ def test_a_note_that_cannot_be_stored_is_refused_and_nothing_happens(
     note: str, status: int
 ) -> None:
     trio.run(_scenario, note, status, clock=sim_clock())
+
+
+def test_a_note_with_windows_line_breaks_and_tabs_is_a_note() -> None:
+    assert note_problem("line one\r\nline two\tend") is None

@@ -18,6 +18,7 @@ from penpay.actors.ledger import LedgerAccount, ResultCode, Transfer
 from penpay.actors.ledger.account import GetHeldGroups
 from penpay.actors.ledger.errors import LedgerOutcomeUnknown, TransferStoreUnavailable
 from penpay.actors.ledger.store import CommitOutcome
+from penpay.engine import EngineConfig
 from penpay.engine.testing import settle
 from penpay.storage.transfers_memory import InMemoryTransferStore
 from tests.ledger.helpers import fund, open_ledger, tid, transfer
@@ -118,3 +119,36 @@ async def test_a_group_of_unknown_outcome_is_settled_once_the_store_answers(
         assert held == []
         assert (await ledger.create_transfers([payout])).codes == [ResultCode.OK]
         assert (await ledger.reconcile()).clean
+
+
+class _HangingStore(InMemoryTransferStore):
+    hang = False
+
+    async def commit(self, group_id: str, transfers: Sequence[Transfer]) -> CommitOutcome:
+        if self.hang:
+            await trio.sleep(400)  # a commit stuck past the net
+        return await super().commit(group_id, transfers)
+
+
+async def test_holds_of_a_group_cut_off_by_the_deadline_are_settled(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The net raised "outcome unknown" without handing the group to the settler: its
+    holds stood on a busy account until a restart."""
+    store = _HangingStore()
+    # A hot account is never idle long enough to passivate (doc/ledger.md).
+    async with open_ledger(store=store, config=EngineConfig(passivate_after_s=None)) as ledger:
+        await fund(ledger, kes_cents=1000)
+        await settle(ledger.system)
+        store.hang = True
+        payout = transfer("payout", "mpesa_float", "customer_in_transit_kes", 600)
+        with pytest.raises(LedgerOutcomeUnknown):
+            await ledger.create_transfers([payout])
+        store.hang = False
+        assert await ledger.settle_unknown_groups() == 1  # what the 30 s settler runs
+        await settle(ledger.system)
+        held = await ledger.system.ref(LedgerAccount, "mpesa_float").ask(GetHeldGroups())
+        assert held == [], f"holds left until a restart: {held}"
+        # and the float can pay out again
+        other = transfer("other", "mpesa_float", "customer_in_transit_kes", 600)
+        assert (await ledger.create_transfers([other])).codes == [ResultCode.OK]

@@ -73,8 +73,9 @@ log = logging.getLogger("penpay.ledger")
 PENDING_CACHE_ENTRIES_MAX = 100_000
 #: Rows read per store round trip when reconciling.
 RECONCILE_PAGE_ROWS = 5_000
-#: How long one group may take from its first hold to its last confirm, at most.
-APPLY_DEADLINE_S = 300.0
+#: How long one group may take from its first hold to its last confirm, at most:
+#: a net under the steps' own timeouts, short enough not to hold up a shutdown long.
+APPLY_DEADLINE_S = 60.0
 
 
 class TransferResult(msgspec.Struct, frozen=True):
@@ -234,8 +235,10 @@ class Ledger:
             if all(t.pending_id is not None for t in transfers):
                 return await self._commit_resolutions(transfers, stamped, group_id, legs)
             return await self._hold_commit_confirm(transfers, stamped, group_id, legs)
+        self._unknown[group_id] = legs  # the settler confirms or releases what it holds
         raise LedgerOutcomeUnknown(
-            f"group {group_id} did not finish within {APPLY_DEADLINE_S:g} s; recovery settles it"
+            f"group {group_id} did not finish within {APPLY_DEADLINE_S:g} s; it is settled "
+            "once the store answers"
         )
 
     async def _hold_commit_confirm(
