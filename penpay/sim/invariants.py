@@ -32,6 +32,12 @@ from penpay.sim.trace import Trace
 from penpay.sim.workload import Stats
 from penpay.sim.world import AGENT_LOGIN_ID, SimWorld
 
+#: Rows that move balances (a pending transfer's amount counts once it is posted).
+_BOOKED = frozenset({TransferKind.POSTED, TransferKind.POST_PENDING})
+#: Accounts a finished transaction's money only passes through.
+_PASS_THROUGH = ("customer_in_transit_kes", "customer_in_transit_usd", "suspense_kes",
+                 "suspense_usd")
+
 _DEPOSIT_REF = re.compile(r"PenPay deposit ([0-9a-f-]{36}) attempt \d+$")
 _WITHDRAWAL_REF = re.compile(r"PenPay withdrawal ([0-9a-f-]{36})$")
 _RETURN_REF = re.compile(r"PenPay withdrawal reversal ([0-9a-f-]{36}) attempt \d+$")
@@ -147,7 +153,17 @@ class Checker:
 
     async def check_final(self) -> None:
         self.check_continuous()
+        # The rows as the run left them: reading a transaction wakes its actor,
+        # whose recovery re-issues every posting its state implies, which would
+        # repair (and hide) a posting the run never made.
+        rows = self.world.durable.transfers.all_transfers()
         states = await self._states()
+        woken = len(self.world.durable.transfers.all_transfers()) - len(rows)
+        if woken:
+            self.fail("booked_only_on_reload",
+                      f"{woken} transfer rows were written only when the checker woke "
+                      "their transactions: the run had left them unbooked")
+        self._books_per_transaction(states, rows)
         self._liveness(states)
         await self._ledger()
         unposted = self._holds_resolved(states)
@@ -178,6 +194,39 @@ class Checker:
                 self.fail("read_model_stale",
                           f"{row.type} {row.id}: index {row.status}, actor {state.status.value}")
         return states
+
+    def _books_per_transaction(self, states: dict[str, Any], rows: list[Any]) -> None:
+        """Each finished transaction's own rows, against its quote alone.
+
+        The trial balance cannot fail (every row debits what it credits) and
+        the floats see only the providers' side: a cent left in transit, or
+        spread booked as rounding, shows only here. Nothing of a finished
+        transaction may stay in transit or suspense, and its revenue is
+        exactly its quote's (none when reversed or failed).
+        """
+        net: dict[str, Counter[str]] = {}
+        for t in rows:
+            if t.transaction_id is None or t.kind not in _BOOKED:
+                continue
+            books = net.setdefault(t.transaction_id, Counter())
+            books[t.debit_account] += t.amount_cents
+            books[t.credit_account] -= t.amount_cents
+        for transaction_id, state in states.items():
+            if state.status not in TERMINAL:
+                continue
+            books = net.get(transaction_id, Counter())
+            left = {a: books[a] for a in _PASS_THROUGH if books[a]}
+            if left:
+                self.fail("money_left_in_transit",
+                          f"{transaction_id} {state.status.value}: {left}")
+            quote = state.quote
+            earned = (-books["fx_spread_revenue_kes"], -books["rounding_kes"])
+            owed = ((quote.spread_cents, quote.rounding_cents)
+                    if state.status is Status.COMPLETED else (0, 0))
+            if earned != owed:
+                self.fail("revenue_misbooked",
+                          f"{transaction_id} {state.status.value}: spread and rounding "
+                          f"booked {earned}, the quote says {owed}")
 
     def _liveness(self, states: dict[str, Any]) -> None:
         for transaction_id, state in states.items():

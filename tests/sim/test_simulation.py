@@ -141,3 +141,40 @@ def test_dropping_the_idempotency_check_on_callbacks_fails_within_20_seeds(
     names = {v.name for v in caught.violations}
     assert names & {"double_deriv_credit", "double_deriv_transfer", "deriv_float_drift"}, names
     assert f"--seed {caught.seed}" in caught.replay_command()
+
+
+def test_the_checker_sees_a_cent_left_in_transit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trial balance cannot fail and the floats see only the providers' side: a
+    conversion one cent short leaves the cent in transit, which only the per-
+    transaction books show."""
+    post = LedgerAdapter.post
+
+    async def short(self: LedgerAdapter, transaction_id: str, posting: Posting) -> None:
+        if posting.name == "fx_conversion":
+            first, *rest = posting.legs
+            posting = msgspec.structs.replace(posting, legs=(
+                msgspec.structs.replace(first, amount_cents=first.amount_cents - 1), *rest))
+        await post(self, transaction_id, posting)
+
+    monkeypatch.setattr(LedgerAdapter, "post", short)
+    result = run_simulation(3, 50, ())
+    assert "money_left_in_transit" in {v.name for v in result.violations}, result.violations
+
+
+def test_the_checker_sees_postings_booked_only_when_it_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reading a transaction wakes its actor, whose recovery re-issues its postings:
+    one the run never made was booked by the checker's own reads, and hidden."""
+    post = LedgerAdapter.post
+    skipped: set[str] = set()
+
+    async def forgetful(self: LedgerAdapter, transaction_id: str, posting: Posting) -> None:
+        if posting.name == "deriv_float_released" and transaction_id not in skipped:
+            skipped.add(transaction_id)  # the first time only: recovery books it
+            return
+        await post(self, transaction_id, posting)
+
+    monkeypatch.setattr(LedgerAdapter, "post", forgetful)
+    result = run_simulation(3, 50, ())
+    assert "booked_only_on_reload" in {v.name for v in result.violations}, result.violations
