@@ -269,9 +269,7 @@ class Ledger:
             raise LedgerUnavailable(f"group {group_id}: reserving failed: {exc}") from exc
 
         try:
-            outcome = await self.store.commit(group_id, stamped)
-        except TransferStoreUnavailable as exc:
-            outcome = await self._decide_unknown(group_id, legs, exc)
+            outcome = await self._commit(group_id, stamped, legs)
         except TransferRowRefused:
             await self._tell_all(accounts, Release(group_id))  # the server refused: nothing written
             raise
@@ -302,10 +300,7 @@ class Ledger:
         :meth:`recover`.
         """
         accounts = sorted(legs)
-        try:
-            outcome = await self.store.commit(group_id, stamped)
-        except TransferStoreUnavailable as exc:
-            outcome = await self._decide_unknown(group_id, legs, exc)
+        outcome = await self._commit(group_id, stamped, legs)
         if outcome is CommitOutcome.COMMITTED:
             for account in accounts:
                 await self._tell(account, ApplyResolutions(group_id, tuple(legs[account])))
@@ -488,6 +483,15 @@ class Ledger:
                 await ref.tell(message)  # back-pressure
         except EngineError as exc:
             log.warning("ledger account %s did not take %r: %s", account, message, exc)
+
+    async def _commit(
+        self, group_id: str, stamped: Sequence[Transfer], legs: Mapping[str, list[Leg]]
+    ) -> CommitOutcome:
+        """Commit the group's rows; an unconfirmed commit is read back from the store."""
+        try:
+            return await self.store.commit(group_id, stamped)
+        except TransferStoreUnavailable as exc:
+            return await self._decide_unknown(group_id, legs, exc)
 
     async def _decide_unknown(
         self, group_id: str, legs: Mapping[str, list[Leg]], exc: TransferStoreUnavailable
