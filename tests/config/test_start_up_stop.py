@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import partial
 
 import trio
+import trio.testing
 
 from penpay.config import load_settings
 from penpay.server import serve
@@ -24,5 +25,5 @@ async def test_a_stop_during_start_up_ends_it() -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(partial(serve, settings, stop=stop))  # retries the db for ever
-            await trio.sleep(1)
+            await trio.testing.wait_all_tasks_blocked()  # it is connecting, or backing off
             stop.set()
